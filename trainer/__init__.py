@@ -1,0 +1,1 @@
+"""Adversarial training and robust evaluation of one architecture (torch only, never ray)."""
