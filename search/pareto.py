@@ -1,0 +1,139 @@
+"""Pareto fronts of trial tables: exact, vectorised, NaN- and tie-aware."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import UsageError
+
+# Names users type for the trials table's headline columns (the epochs table has the real ones).
+ALIASES = {"val_robust_acc": "best_val_robust_acc", "val_clean_acc": "best_val_clean_acc"}
+
+
+@dataclass(frozen=True)
+class Objective:
+    column: str
+    maximize: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        """'col' or '+col': maximise; '-col': minimise."""
+        text = text.strip()
+        if text[:1] in "+-" and len(text) > 1:
+            return cls(text[1:], text[0] == "+")
+        if not text:
+            raise UsageError("empty objective; write e.g. --objectives val_robust_acc,-params")
+        return cls(text, True)
+
+    def __str__(self) -> str:
+        return ("" if self.maximize else "-") + self.column
+
+
+def parse_objectives(spec: str | Sequence[str]) -> list[Objective]:
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    return [o if isinstance(o, Objective) else Objective.parse(o) for o in items]
+
+
+def numeric_column(df: pd.DataFrame, name: str) -> str:
+    """The column ``name`` refers to (aliases resolved); a UsageError if it is absent or not numeric."""
+    column = name if name in df.columns else ALIASES.get(name, name)
+    if column not in df.columns:
+        numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+        raise UsageError(f"unknown column {name!r}; numeric columns: {', '.join(numeric + list(ALIASES))}")
+    if not pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column]):
+        raise UsageError(f"column {name!r} is not numeric ({df[column].dtype}); pick a numeric column")
+    return column
+
+
+def pareto_front(df: pd.DataFrame, objectives: str | Sequence[str]) -> pd.DataFrame:
+    """Rows of ``df`` no other row dominates ('-col' minimises). A row with NaN in an objective
+    is never on the front; rows with identical objectives are all kept. Row order is kept."""
+    objs = parse_objectives(objectives)
+    if not objs:
+        raise UsageError("no objectives; write e.g. --objectives val_robust_acc,-params")
+    cols = [df[numeric_column(df, o.column)].to_numpy(dtype=np.float64, na_value=np.nan) for o in objs]
+    cols = [c if o.maximize else -c for c, o in zip(cols, objs)]
+    valid = np.ones(len(df), dtype=bool)
+    for c in cols:
+        valid &= ~np.isnan(c)
+    rows = np.flatnonzero(valid)
+    mask = np.zeros(len(df), dtype=bool)
+    mask[rows[_front([c[rows] for c in cols])]] = True
+    return df[mask]
+
+
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of an (n, k) array, every column maximised, no NaN."""
+    return _front([np.ascontiguousarray(values[:, j]) for j in range(values.shape[1])])
+
+
+def _front(cols: list[np.ndarray]) -> np.ndarray:
+    n = len(cols[0])
+    mask = np.zeros(n, dtype=bool)
+    if n == 0:
+        return mask
+    if len(cols) == 1:
+        return cols[0] == cols[0].max()
+    # The row with the largest normalised sum is on the front and, on real data, dominates most
+    # rows: dropping those first leaves the exact algorithms a small remainder.
+    score = _normalised_sum(cols)
+    best = int(np.argmax(score))
+    rest = np.flatnonzero(~_dominated_by(cols, [c[best] for c in cols]))
+    sub = [c[rest] for c in cols]
+    mask[rest[_front_2d(*sub) if len(cols) == 2 else _front_nd(sub, score[rest])]] = True
+    return mask
+
+
+def _normalised_sum(cols: list[np.ndarray]) -> np.ndarray:
+    score = np.zeros(len(cols[0]))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for c in cols:
+            lo, hi = c.min(), c.max()
+            score += np.nan_to_num((c - lo) / (hi - lo), nan=0.0, posinf=1.0, neginf=0.0)
+    return score
+
+
+def _dominated_by(cols: list[np.ndarray], point: list[float]) -> np.ndarray:
+    no_worse = cols[0] <= point[0]
+    worse = cols[0] < point[0]
+    for c, p in zip(cols[1:], point[1:]):
+        no_worse &= c <= p
+        worse |= c < p
+    return no_worse & worse
+
+
+def _front_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """O(n log n): sorted by a then b descending, a point is on the front iff it has the largest
+    b of its a-group and a larger b than every point with a larger a."""
+    order = np.lexsort((-b, -a))
+    a_s, b_s = a[order], b[order]
+    starts = np.flatnonzero(np.r_[True, a_s[1:] != a_s[:-1]])
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(a_s)]))
+    best_before = np.r_[-np.inf, np.maximum.accumulate(b_s)[starts[1:] - 1]][group]
+    on_front = (b_s == b_s[starts][group]) & ((group == 0) | (b_s > best_before))
+    mask = np.zeros(len(a), dtype=bool)
+    mask[order[on_front]] = True
+    return mask
+
+
+def _front_nd(cols: list[np.ndarray], score: np.ndarray) -> np.ndarray:
+    """Each surviving candidate, strongest (by score) first, removes the rows it dominates;
+    O(n * front size) in the worst case."""
+    idx = np.argsort(-score, kind="stable")
+    cols = [c[idx] for c in cols]
+    i = 0
+    while i < len(idx):
+        dominated = _dominated_by(cols, [c[i] for c in cols])
+        if dominated.any():
+            keep = ~dominated
+            i = int(np.count_nonzero(keep[:i]))
+            idx = idx[keep]
+            cols = [c[keep] for c in cols]
+        i += 1
+    mask = np.zeros(len(score), dtype=bool)
+    mask[idx] = True
+    return mask

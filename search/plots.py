@@ -1,0 +1,130 @@
+"""Figures of a sweep: PNG (matplotlib) for papers, one self-contained HTML page (plotly) to explore."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .pareto import pareto_front
+
+ROBUST, CLEAN = "best_val_robust_acc", "best_val_clean_acc"
+N_CURVES = 10  # learning curves drawn in colour; the rest are grey context
+
+
+def stage_shares(trials: pd.DataFrame) -> np.ndarray:
+    """(n, 3) share of the parameters of the three stages that each stage holds (the stem and
+    head, a few thousand parameters, are left out so the shares add up to one)."""
+    from space_defs import WRNConfig, stage_params
+
+    per_stage = np.array([
+        stage_params(WRNConfig(depths=(t.depth1, t.depth2, t.depth3), channels=(t.channel1, t.channel2, t.channel3),
+                               stem_channels=t.stem_channels, in_channels=t.in_channels,
+                               num_classes=t.num_classes, input_size=t.input_size))
+        for t in trials.itertuples()
+    ], dtype=float).reshape(-1, 3)
+    return per_stage / per_stage.sum(axis=1, keepdims=True)
+
+
+def render(trials: pd.DataFrame, epochs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write pareto.png, stage_share.png, curves.png and report.html into out_dir."""
+    import plotly.graph_objects as go  # checked before anything is written
+    from plotly.subplots import make_subplots
+
+    trials = trials.assign(label=_labels(trials)).reset_index(drop=True)
+    front = pareto_front(trials, [ROBUST, CLEAN]).sort_values(CLEAN)
+    shares = stage_shares(trials)
+    leaders = trials.nlargest(N_CURVES, ROBUST)
+    size = 15 + 185 * trials["macs"].to_numpy(dtype=float) / max(float(trials["macs"].max()), 1.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    fig = Figure(figsize=(6.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(100 * trials[CLEAN], 100 * trials[ROBUST], s=size, c="0.7", alpha=0.6, label="trials")
+    ax.scatter(100 * front[CLEAN], 100 * front[ROBUST], s=size[front.index], c="C3", label="Pareto front")
+    ax.plot(100 * front[CLEAN], 100 * front[ROBUST], c="C3", lw=1, drawstyle="steps-post")
+    ax.set(xlabel="validation clean accuracy (%)", ylabel="validation robust accuracy (%)",
+           title="Robust vs clean accuracy (marker area ~ MACs)")
+    ax.legend()
+    paths = [_save(fig, out_dir / "pareto.png")]
+
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    for i, ax in enumerate(axes):
+        points = ax.scatter(100 * shares[:, i], 100 * trials[ROBUST], c=trials["params"] / 1e6, s=18, cmap="viridis")
+        ax.set(xlabel=f"share of parameters in stage {i + 1} (%)", title=f"stage {i + 1}")
+    axes[0].set_ylabel("validation robust accuracy (%)")
+    fig.colorbar(points, ax=axes, label="parameters (M)")
+    paths.append(_save(fig, out_dir / "stage_share.png"))
+
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    lead_keys = set(zip(leaders["sweep"], leaders["trial_id"]))
+    labels = dict(zip(zip(trials["sweep"], trials["trial_id"]), trials["label"]))
+    by_trial = epochs.sort_values("epoch").groupby(["sweep", "trial_id"])
+    for key, curve in by_trial:
+        lead = key in lead_keys
+        style = dict(lw=1.5, label=labels.get(key)) if lead else dict(lw=0.6, c="0.8", zorder=0)
+        for ax, column in zip(axes, ("val_robust_acc", "val_clean_acc")):
+            ax.plot(curve["epoch"], 100 * curve[column], **style)
+    for ax, what in zip(axes, ("robust", "clean")):
+        ax.set(xlabel="epoch", ylabel=f"validation {what} accuracy (%)", title=f"{what} accuracy by epoch")
+    if len(leaders):
+        axes[0].legend(fontsize=7, title=f"{len(leaders)} most robust")
+    paths.append(_save(fig, out_dir / "curves.png"))
+
+    hover = trials["label"] + "<br>" + (trials["params"] / 1e6).round(2).astype(str) + "M params, " + \
+        (trials["macs"] / 1e9).round(2).astype(str) + "G MACs"
+    scatter = go.Figure([
+        go.Scatter(x=100 * trials[CLEAN], y=100 * trials[ROBUST], mode="markers", name="trials",
+                   text=hover, hoverinfo="text+x+y", marker=dict(size=np.sqrt(size), color="lightgray")),
+        go.Scatter(x=100 * front[CLEAN], y=100 * front[ROBUST], mode="lines+markers", name="Pareto front",
+                   text=hover[front.index], hoverinfo="text+x+y", line_shape="hv",
+                   marker=dict(size=np.sqrt(size[front.index]), color="crimson")),
+    ]).update_layout(xaxis_title="val clean accuracy (%)", yaxis_title="val robust accuracy (%)")
+    stages = make_subplots(1, 3, shared_yaxes=True, subplot_titles=[f"stage {i}" for i in (1, 2, 3)])
+    for i in range(3):
+        stages.add_trace(go.Scatter(x=100 * shares[:, i], y=100 * trials[ROBUST], mode="markers", text=hover,
+                                    hoverinfo="text+x+y", showlegend=False), 1, i + 1)
+        stages.update_xaxes(title_text="share of parameters (%)", row=1, col=i + 1)
+    stages.update_yaxes(title_text="val robust accuracy (%)", row=1, col=1)
+    shown = trials.nlargest(5 * N_CURVES, ROBUST)
+    html_keys = set(zip(shown["sweep"], shown["trial_id"]))
+    curves = go.Figure([
+        go.Scatter(x=c["epoch"], y=100 * c["val_robust_acc"], mode="lines", name=labels.get(key))
+        for key, c in by_trial if key in html_keys
+    ]).update_layout(xaxis_title="epoch", yaxis_title="val robust accuracy (%)")
+    sections = [("Robust vs clean accuracy (marker size ~ MACs)", scatter),
+                ("Robust accuracy against each stage's share of parameters", stages),
+                (f"Learning curves of the {len(html_keys)} most robust trials", curves)]
+    body = "".join(f"<h2>{html.escape(title)}</h2>" + f.to_html(full_html=False, include_plotlyjs=i == 0)
+                   for i, (title, f) in enumerate(sections))
+    sweeps = ", ".join(sorted(trials["sweep"].unique()))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(sweeps)}</title></head>"
+            f"<body><h1>Sweeps {html.escape(sweeps)}: {len(trials)} trials</h1>{body}</body></html>")
+    paths.append(_write_text(out_dir / "report.html", page))
+    return paths
+
+
+def _labels(trials: pd.DataFrame) -> pd.Series:
+    from .query import arch_label
+
+    return trials["trial_id"].astype(str) + " " + arch_label(trials)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=150, format=path.suffix[1:])
+    os.replace(tmp, path)
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,226 @@
+"""The trial database's one schema: a frozen dataclass per table, its fields' types and units.
+
+The Parquet (pyarrow) schema of every table is derived from these dataclasses, so a column is
+added, renamed or documented here and nowhere else. Bump ``SCHEMA_VERSION`` when a change is not
+a pure addition of a nullable column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import numbers
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+METADATA_KEY = b"robust_arch_search"  # Parquet key-value metadata: {"schema_version", "table"}
+
+STATUSES = ("running", "finished", "stopped_early", "failed", "diverged", "catastrophic_overfit")
+
+FRACTION = "fraction in [0, 1]"
+SECONDS = "s"
+UTC = "UTC"
+
+_ARROW_TYPES = {
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
+    dt.datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def col(unit: str = "", doc: str = "", **kw: Any) -> Any:
+    """A column: a dataclass field carrying its unit and description into the Parquet schema."""
+    return field(metadata={"unit": unit, "doc": doc}, **kw)
+
+
+class _Row:
+    """Normalises and checks a row at construction, so a bad value fails in the driver, not
+    in a reader months later."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            base, nullable = column_type(type(self), f.name)
+            value = getattr(self, f.name)
+            if value is None or (nullable and isinstance(value, float) and math.isnan(value)):
+                if not nullable:
+                    raise ValueError(f"{type(self).__name__}.{f.name} is required, got {value!r}")
+                object.__setattr__(self, f.name, None)
+                continue
+            object.__setattr__(self, f.name, _coerce(type(self).__name__, f.name, base, value))
+            if f.metadata["unit"] == FRACTION and not (0.0 <= value <= 1.0 or math.isnan(value)):
+                raise ValueError(f"{type(self).__name__}.{f.name} is a fraction in [0, 1], got {value!r}")
+
+
+def _coerce(row: str, name: str, base: type, value: Any) -> Any:
+    if base is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if base is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if base is str and isinstance(value, str):
+        return value
+    if base is dt.datetime and isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{row}.{name} must be timezone-aware (UTC), got naive {value!r}")
+        return value.astimezone(dt.timezone.utc)
+    raise TypeError(f"{row}.{name} must be {base.__name__}, got {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRow(_Row):
+    """One trial of a sweep: its architecture, recipe, cost, outcome so far and provenance."""
+
+    sweep: str = col(doc="sweep name (a directory under the storage root)")
+    trial_id: str = col(doc="Ray Tune trial id, unique within the sweep")
+    status: str = col(doc="one of " + ", ".join(STATUSES) + "; stopped_early = ASHA stopped it "
+                          "before epochs_planned")
+    space: str = col(doc="name of the search space the config was drawn from")
+    depth1: int = col("blocks", "residual blocks in stage 1")
+    depth2: int = col("blocks", "residual blocks in stage 2")
+    depth3: int = col("blocks", "residual blocks in stage 3")
+    channel1: int = col("channels", "output channels of stage 1")
+    channel2: int = col("channels", "output channels of stage 2")
+    channel3: int = col("channels", "output channels of stage 3")
+    stem_channels: int = col("channels", "output channels of the stem conv")
+    in_channels: int = col("channels", "image channels")
+    num_classes: int = col("classes")
+    input_size: int = col("pixels", "side of the square input image")
+    params: int = col("parameters", "trainable parameters of the model")
+    macs: int = col("MACs", "multiply-accumulates of one forward pass of one image")
+    budget: int = col("parameters", "parameter budget the sweep searched under")
+    dataset: str = col(doc="dataset name, e.g. cifar10")
+    method: str = col(doc="adversarial training method, e.g. pgd_at, trades")
+    epochs_planned: int = col("epochs", "length of the full training schedule")
+    eps: float = col("fraction of pixel range", "L-inf training radius, e.g. 8/255")
+    seed: int = col(doc="random seed of the trial")
+    recipe_json: str = col(doc="the whole training recipe as JSON")
+    val_size: int | None = col("images", "size of the validation subset the val_* accuracies "
+                                          "are measured on", default=None)
+    epochs_done: int = col("epochs", "epochs trained so far", default=0)
+    best_val_robust_acc: float | None = col(FRACTION, "best validation robust accuracy so far",
+                                            default=None)
+    best_val_robust_epoch: int | None = col("epoch", "epoch of best_val_robust_acc", default=None)
+    best_val_clean_acc: float | None = col(FRACTION, "validation clean accuracy at "
+                                                     "best_val_robust_epoch", default=None)
+    last_val_robust_acc: float | None = col(FRACTION, "validation robust accuracy at last_epoch",
+                                            default=None)
+    last_val_clean_acc: float | None = col(FRACTION, "validation clean accuracy at last_epoch",
+                                           default=None)
+    last_epoch: int | None = col("epoch", "last epoch with a validation result", default=None)
+    train_seconds: float = col(SECONDS, "wall time spent training", default=0.0)
+    eval_seconds: float = col(SECONDS, "wall time spent evaluating", default=0.0)
+    gpu_hours: float = col("GPU-hours", "accelerator time charged to the trial", default=0.0)
+    device_name: str | None = col(doc="accelerator name, e.g. NVIDIA H100", default=None)
+    code_version: str | None = col(doc="git describe of the code that trained it", default=None)
+    library_versions: str = col(doc="JSON object: library name -> version", default="{}")
+    started_at: dt.datetime = col(UTC, "when the trial started")
+    updated_at: dt.datetime = col(UTC, "when this row was produced")
+    error: str | None = col(doc="error message of a failed trial", default=None)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.status not in STATUSES:
+            raise ValueError(f"TrialRow.status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochRow(_Row):
+    """One epoch of one trial: the learning curve."""
+
+    sweep: str = col(doc="sweep name")
+    trial_id: str = col(doc="Ray Tune trial id")
+    epoch: int = col("epoch", "1-based epoch number")
+    train_loss: float | None = col(doc="mean training loss over the epoch", default=None)
+    train_clean_acc: float | None = col(FRACTION, "training accuracy on clean inputs", default=None)
+    train_adv_acc: float | None = col(FRACTION, "training accuracy on adversarial inputs",
+                                      default=None)
+    val_clean_acc: float | None = col(FRACTION, "validation clean accuracy", default=None)
+    val_robust_acc: float | None = col(FRACTION, "validation robust accuracy", default=None)
+    lr: float | None = col(doc="learning rate at the end of the epoch", default=None)
+    train_seconds: float | None = col(SECONDS, "wall time of the training epoch", default=None)
+    eval_seconds: float | None = col(SECONDS, "wall time of the validation", default=None)
+    images_per_s: float | None = col("images/s", "training throughput", default=None)
+    recorded_at: dt.datetime = col(UTC, "when this row was produced")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRow(_Row):
+    """One final evaluation of one trial under one attack."""
+
+    sweep: str = col(doc="sweep name")
+    trial_id: str = col(doc="Ray Tune trial id")
+    attack: str = col(doc="attack name, e.g. clean, pgd20, autoattack")
+    split: str = col(doc="data split evaluated, e.g. test")
+    accuracy: float = col(FRACTION, "accuracy under the attack")
+    n_examples: int = col("images", "examples evaluated")
+    seconds: float | None = col(SECONDS, "wall time of the evaluation", default=None)
+    recorded_at: dt.datetime = col(UTC, "when this row was produced")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the database: its name (a directory), row type and primary key."""
+
+    name: str
+    row: type
+    key: tuple[str, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.row))
+
+    @property
+    def schema(self) -> pa.Schema:
+        return arrow_schema(self.row)
+
+    def to_arrow(self, rows: typing.Sequence[Any]) -> pa.Table:
+        return pa.Table.from_pydict({c: [getattr(r, c) for r in rows] for c in self.columns},
+                                    schema=self.schema)
+
+
+TRIALS = Table("trials", TrialRow, ("sweep", "trial_id"))
+EPOCHS = Table("epochs", EpochRow, ("sweep", "trial_id", "epoch"))
+EVALS = Table("evals", EvalRow, ("sweep", "trial_id", "attack", "split"))
+TABLES = {t.name: t for t in (TRIALS, EPOCHS, EVALS)}
+
+
+@cache
+def column_type(row: type, name: str) -> tuple[type, bool]:
+    """(python base type, nullable) of a column, from the dataclass annotation."""
+    hint = typing.get_type_hints(row)[name]
+    if isinstance(hint, types.UnionType):
+        args = [a for a in hint.__args__ if a is not type(None)]
+        return args[0], len(args) < len(hint.__args__)
+    return hint, False
+
+
+@cache
+def arrow_schema(row: type) -> pa.Schema:
+    fields = []
+    for f in dataclasses.fields(row):
+        base, nullable = column_type(row, f.name)
+        meta = {k: v for k, v in f.metadata.items() if v}
+        fields.append(pa.field(f.name, _ARROW_TYPES[base], nullable=nullable, metadata=meta))
+    return pa.schema(fields)
+
+
+def file_metadata(table: Table) -> dict[bytes, bytes]:
+    return {METADATA_KEY: json.dumps({"schema_version": SCHEMA_VERSION, "table": table.name}).encode()}
+
+
+def describe(table: Table) -> str:
+    """The table's columns as a markdown table (for docs/DATABASE.md)."""
+    lines = ["| column | type | unit | description |", "|---|---|---|---|"]
+    for f in table.schema:
+        meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
+        kind = str(f.type) + ("" if f.nullable else ", required")
+        lines.append(f"| `{f.name}` | {kind} | {meta.get('unit', '')} | {meta.get('doc', '')} |")
+    return "\n".join(lines)

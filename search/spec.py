@@ -1,0 +1,142 @@
+"""SweepSpec: the one description of a sweep, from which the space, recipe and Tune setup derive."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from space_defs import SPACES, SearchSpace, format_count
+from trainer.data import dataset_spec
+from trainer.recipe import Recipe
+
+OBJECTIVES = {  # reportable metric -> direction
+    "val_robust_acc": "max", "val_clean_acc": "max", "params": "min", "macs": "min",
+}
+SCHEDULERS = ("asha", "none")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# Fields that may differ when the same sweep is run again; every other field fixes what the
+# sweep's results mean, and changing it is refused.
+RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "final_eval",
+              "final_attacks")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    name: str
+    budget: int  # parameters
+    dataset: str = "cifar10"
+    space: str = "per_stage"
+    min_blocks: int = 1  # per stage
+    max_blocks: int = 8  # per stage
+    channel_multiple: int = 8  # channels of every stage are multiples of this
+    tolerance: float = 0.01  # fraction of the budget a config may miss it by
+    max_macs: int | None = None  # per image; None = no compute cap
+    objectives: tuple[str, ...] = ("val_robust_acc",)
+    scheduler: str = "asha"  # asha | none
+    grace_period: int = 0  # epochs before ASHA may stop a trial; 0 = a quarter of the schedule
+    seed: int = 0  # of the sampler (every trial trains with recipe.seed)
+    recipe: Recipe = field(default_factory=Recipe)
+    trials: int = 16
+    max_concurrent: int = 4  # trials running at once
+    gpus_per_trial: float = 0.0  # fractions pack small trials onto one GPU
+    cpus_per_trial: float = 1.0
+    final_eval: int = 0  # top-K configs evaluated on the test split after the sweep
+    final_attacks: tuple[str, ...] = ("clean", "pgd20", "cw", "autoattack")  # a cascade, in order
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(what)
+
+        need(bool(_SAFE_NAME.fullmatch(self.name)) and ".." not in self.name,
+             f"invalid sweep name {self.name!r}: use letters, digits, '.', '_' and '-' "
+             "(at most 100, starting with a letter or digit)")
+        # eps and step size resolved, so the saved spec says what was really used
+        object.__setattr__(self, "recipe", self.recipe.for_dataset(dataset_spec(self.dataset)))
+        need(self.space in SPACES, f"unknown space {self.space!r}; choose one of {', '.join(SPACES)}")
+        need(1 <= self.min_blocks <= self.max_blocks,
+             f"need 1 <= min blocks <= max blocks, got {self.min_blocks}, {self.max_blocks}")
+        need(self.channel_multiple >= 1, f"channel multiple must be >= 1, got {self.channel_multiple}")
+        need(0 < self.tolerance < 1, f"tolerance must be in (0, 1), got {self.tolerance}")
+        need(len(self.objectives) >= 1 and len(set(self.objectives)) == len(self.objectives),
+             "give at least one objective, each once")
+        for o in self.objectives:
+            need(o in OBJECTIVES, f"unknown objective {o!r}; choose from {', '.join(OBJECTIVES)}")
+        need(self.scheduler in SCHEDULERS,
+             f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        need(self.scheduler == "none" or len(self.objectives) == 1,
+             "ASHA stops trials on one metric: use --scheduler none with several objectives")
+        need(0 <= self.grace_period <= self.recipe.epochs,
+             f"grace period must be between 0 and the {self.recipe.epochs} epochs")
+        for name in ("trials", "max_concurrent"):
+            need(getattr(self, name) >= 1, f"{name.replace('_', ' ')} must be at least 1, "
+                                           f"got {getattr(self, name)}")
+        need(self.gpus_per_trial >= 0, f"GPUs per trial must be >= 0, got {self.gpus_per_trial}")
+        need(self.cpus_per_trial >= 0.01,  # Ray rejects smaller fractional resource requests
+             f"CPUs per trial must be at least 0.01, got {self.cpus_per_trial}")
+        need(self.gpus_per_trial == 0 or self.gpus_per_trial >= 0.01,
+             f"GPUs per trial must be 0 or at least 0.01, got {self.gpus_per_trial}")
+        try:
+            from trainer.attacks import parse_attack
+
+            for attack in self.final_attacks:
+                parse_attack(attack)
+        except ValueError as e:
+            raise ValueError(f"--final-attacks: {e}") from None
+        need(0 <= self.final_eval <= self.trials,
+             f"final eval K must be between 0 and the number of trials ({self.trials})")
+
+    # -- what derives from it ---------------------------------------------------------------
+    def search_space(self) -> SearchSpace:
+        data = dataset_spec(self.dataset)
+        space = dataclasses.replace(SPACES[self.space], depth_range=(self.min_blocks, self.max_blocks),
+                                    multiple=self.channel_multiple)
+        return space.for_data(in_channels=data.in_channels, num_classes=data.num_classes,
+                              input_size=data.input_size)
+
+    def check(self) -> None:
+        """Raise ValueError if the space cannot meet the budget (before any trial runs)."""
+        self.search_space().check(self.budget, self.tolerance, self.max_macs)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(OBJECTIVES[o] for o in self.objectives)
+
+    @property
+    def grace_epochs(self) -> int:
+        return self.grace_period or max(1, self.recipe.epochs // 4)
+
+    def describe(self) -> str:
+        return (f"sweep {self.name}: {self.trials} trials of {self.recipe.method} on "
+                f"{self.dataset}, {self.recipe.epochs} epochs, budget {format_count(self.budget)} "
+                f"({self.space} space), objectives {', '.join(self.objectives)}")
+
+    # -- persistence and resume ---------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepSpec:
+        data = json.loads(text)
+        data["recipe"] = Recipe.from_dict(data["recipe"])
+        data["objectives"] = tuple(data["objectives"])
+        data["final_attacks"] = tuple(data.get("final_attacks", cls.final_attacks))
+        return cls(**data)
+
+    def changes_from(self, saved: SweepSpec) -> list[str]:
+        """Human-readable differences from ``saved`` that a rerun may not make."""
+        mine, theirs = _flat(self), _flat(saved)
+        changed = [f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in sorted(mine)
+                   if k not in RUN_FIELDS and mine.get(k) != theirs.get(k)]
+        if self.trials < saved.trials:
+            changed.append(f"trials: {saved.trials} -> {self.trials} (a sweep can only grow)")
+        return changed
+
+
+def _flat(spec: SweepSpec) -> dict[str, Any]:
+    data = dataclasses.asdict(spec)
+    recipe = data.pop("recipe")
+    return {**data, **{f"recipe.{k}": v for k, v in recipe.items()}}

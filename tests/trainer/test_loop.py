@@ -1,0 +1,106 @@
+import shutil
+
+import pytest
+import torch
+
+from space_defs.arch import WRNConfig
+from trainer import EpochReport, Recipe, fit
+from trainer.status import DIVERGED, FINISHED, catastrophic_overfit
+
+TINY = WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64), in_channels=1, num_classes=10, input_size=8)
+QUICK = Recipe(method="trades", epochs=3, steps=2, val_size=100, val_attack_steps=3, ema_decay=0.9, seed=3)
+TIMING = {"epoch_seconds", "train_seconds", "eval_seconds", "images_per_s"}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _measured(report: EpochReport) -> dict[str, float]:
+    return {k: v for k, v in report.metrics().items() if k not in TIMING}
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    straight = fit(TINY, QUICK, "digits", checkpoint_dir=tmp_path / "straight")
+
+    def crash_after_epoch_2(r: EpochReport):
+        if r.epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(TINY, QUICK, "digits", checkpoint_dir=tmp_path / "node-a", report=crash_after_epoch_2)
+    # Ray Tune restores a trial's checkpoint into a different directory.
+    shutil.copytree(tmp_path / "node-a", tmp_path / "node-b")
+    seen: list[EpochReport] = []
+    resumed = fit(TINY, QUICK, "digits", checkpoint_dir=tmp_path / "node-b", report=seen.append)
+
+    assert [r.epoch for r in seen] == [3]
+    assert seen[0].checkpoint_dir == str(tmp_path / "node-b")
+    assert resumed.status == straight.status == FINISHED and resumed.epochs_done == 3
+    for a, b in zip(straight.history, resumed.history):
+        assert _measured(a) == pytest.approx(_measured(b), abs=1e-6)
+    for p, q in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_checkpoints_are_weights_only_and_a_finished_run_is_not_retrained(tmp_path):
+    result = fit(TINY, QUICK, "digits", checkpoint_dir=tmp_path)
+    state = torch.load(result.checkpoint_path, weights_only=True)
+    assert state["epoch"] == 3 and state["status"] == FINISHED and state["ema"] is not None
+    best = torch.load(result.best_model_path, weights_only=True)
+    assert best["epoch"] == result.best.epoch
+    calls = []
+    again = fit(TINY, QUICK, "digits", checkpoint_dir=tmp_path, report=calls.append)
+    assert calls == [] and again.final.metrics() == result.final.metrics()
+
+
+def test_resuming_a_different_run_is_refused(tmp_path):
+    fit(TINY, Recipe(method="standard", epochs=1, val_size=50), "digits", checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="different run"):
+        fit(TINY, Recipe(method="standard", epochs=1, val_size=50, lr=0.05), "digits", checkpoint_dir=tmp_path)
+
+
+def test_absurd_learning_rate_ends_as_diverged_not_a_crash():
+    reports = []
+    result = fit(TINY, Recipe(method="standard", epochs=5, lr=1e12, grad_clip=None, val_size=50), "digits",
+                 report=reports.append)
+    assert result.status == DIVERGED and reports[-1].status == DIVERGED
+    assert result.epochs_done < 5 and len(reports) == result.epochs_done
+
+
+def test_report_fields_and_flat_float_metrics():
+    reports = []
+    fit(TINY, Recipe(method="pgd_at", epochs=2, steps=1, val_size=50, val_attack_steps=2), "digits",
+        report=reports.append)
+    assert [r.status for r in reports] == ["running", FINISHED]
+    metrics = reports[0].metrics()
+    assert set(metrics) == {"epoch", "train_loss", "train_clean_acc", "train_adv_acc", "val_clean_acc",
+                            "val_robust_acc", "lr", "epoch_seconds", "train_seconds", "eval_seconds",
+                            "images_per_s"}
+    assert all(type(v) is float and "/" not in k for k, v in metrics.items())
+    assert reports[0].checkpoint_dir is None and reports[0].epoch_seconds >= reports[0].train_seconds > 0
+
+
+@pytest.mark.parametrize("val_robust, train_adv, expected", [
+    ([0.30, 0.35, 0.40, 0.05], [0.30, 0.40, 0.45, 0.80], True),  # PGD collapses, FGSM-train soars
+    ([0.30, 0.35, 0.40, 0.38], [0.30, 0.40, 0.45, 0.50], False),  # ordinary noise
+    ([0.30, 0.35, 0.40, 0.10], [0.30, 0.40, 0.45, 0.30], False),  # collapse but training got worse too
+    ([0.04, 0.01], [0.10, 0.20], False),  # near zero from the start: not a collapse
+    ([0.40], [0.9], False),
+])
+def test_catastrophic_overfit_detection(val_robust, train_adv, expected):
+    assert catastrophic_overfit(val_robust, train_adv, drop=0.5) is expected
+
+
+def test_arch_that_does_not_fit_the_dataset_is_rejected():
+    with pytest.raises(ValueError, match="adapt_arch"):
+        fit(WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64)), Recipe(epochs=1), "digits")
+
+
+def test_adversarial_training_gives_real_robustness(standard_fit, robust_fit, digits):
+    from trainer import evaluate
+
+    plain = evaluate(standard_fit.model, "digits", attacks=("clean", "pgd20"))
+    robust = evaluate(robust_fit.model, "digits", attacks=("clean", "pgd20"))
+    assert plain["clean"] > 0.9 and robust["clean"] > 0.75
+    assert robust["pgd20"] > plain["pgd20"] + 0.25

@@ -1,0 +1,127 @@
+"""White-box Linf attacks in pixel space: FGSM, PGD-k with random start, CW-Linf (margin loss).
+
+Every attack runs the model with BatchNorm in eval mode and with parameter gradients switched
+off (only the input perturbation is differentiated), and returns images inside the eps-ball
+around ``x`` and inside [0, 1].
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> sum to ascend
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), y, reduction="sum")
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CW loss: best wrong logit minus the true logit (positive = misclassified)."""
+    logits = logits.float()
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    wrong = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return (wrong - true).sum()
+
+
+def kl_from(logits: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
+    """KL(p_clean || softmax(logits)) summed over the batch: TRADES' inner maximisation."""
+    return F.kl_div(F.log_softmax(logits.float(), 1), p_clean, reduction="sum")
+
+
+@contextmanager
+def attacking(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval-mode BN and frozen parameters for the duration; the previous state is restored."""
+    was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Nearest point of the eps-ball around x intersected with [0, 1]."""
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0, 1)
+
+
+def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, eps: float, step_size: float,
+        steps: int, loss: AttackLoss = cross_entropy, start: str = "uniform",
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Signed-gradient ascent on ``loss`` projected onto the eps-ball and [0, 1] (Madry et al.).
+
+    start: "uniform" in the ball (PGD), "zero" (FGSM), "normal" with std 0.001 (TRADES).
+    """
+    if start == "uniform":
+        delta = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    elif start == "normal":
+        delta = 0.001 * torch.empty_like(x).normal_(generator=generator)
+    elif start == "zero":
+        delta = torch.zeros_like(x)
+    else:
+        raise ValueError(f"unknown start {start!r}: use 'uniform', 'normal' or 'zero'")
+    x_adv = project(x + delta, x, eps)
+    with attacking(model):
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            grad, = torch.autograd.grad(loss(model(x_adv), target), x_adv)
+            x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, start="zero")
+
+
+@dataclass(frozen=True)
+class Attack:
+    """An evaluation attack by name: 'clean', 'fgsm', 'pgd<k>', 'cw<k>' or 'autoattack'."""
+
+    kind: str  # clean | fgsm | pgd | cw | autoattack
+    steps: int = 0  # iterations for pgd and cw
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.steps}" if self.kind in ("pgd", "cw") else self.kind
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                step_size: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.kind == "clean":
+            return x
+        if self.kind == "fgsm":
+            return fgsm(model, x, y, eps=eps)
+        if self.kind in ("pgd", "cw"):
+            return pgd(model, x, y, eps=eps, step_size=step_size, steps=self.steps,
+                       loss=cross_entropy if self.kind == "pgd" else margin, generator=generator)
+        raise ValueError(f"{self.name} is not a per-batch attack; run it through trainer.evaluate")
+
+
+CW_DEFAULT_STEPS = 20
+
+
+def parse_attack(text: str) -> Attack:
+    """'clean', 'fgsm', 'pgd10', 'pgd-20', 'cw', 'cw30', 'autoattack' (or 'aa')."""
+    s = text.strip().lower().replace("-", "").replace("_", "")
+    if s in ("clean", "fgsm", "autoattack"):
+        return Attack(s)
+    if s == "aa":
+        return Attack("autoattack")
+    if s == "cw":
+        return Attack("cw", CW_DEFAULT_STEPS)
+    m = re.fullmatch(r"(pgd|cw)(\d+)", s)
+    if m and int(m[2]) >= 1:
+        return Attack(m[1], int(m[2]))
+    raise ValueError(f"unknown attack {text!r}: use clean, fgsm, pgd<steps> (e.g. pgd20), "
+                     f"cw or cw<steps>, autoattack")

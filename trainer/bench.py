@@ -1,0 +1,114 @@
+"""``python -m trainer.bench``: training throughput of our loop against a textbook fp32 loop.
+
+Both train the same architecture on the same synthetic batches (the dataset fixes only the
+shape): clean training and PGD-10 adversarial training, images per second and time ratios.
+The reference is how the recipe is usually first written: DataLoader batches, NCHW fp32,
+model.train() throughout, and a PGD loop that calls loss.backward() (so it also computes and
+accumulates every parameter's gradient it then throws away). On a GPU the model-FLOPs
+utilisation uses space_defs.macs: a forward+backward is 3 forwards, 2 FLOPs per MAC, and
+every PGD step adds one forward+backward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from space_defs.arch import parse_arch
+from space_defs.cost import macs
+
+from .data import DATASETS, Split, dataset_spec
+from .loop import _Run, _synced_time
+from .models import build_model
+from .recipe import Recipe
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense
+
+
+def ours(arch, spec, recipe: Recipe, split: Split, warmup: Split, device) -> float:
+    """Seconds for one pass over ``split`` through fit()'s own training epoch."""
+    run = _Run.start(arch, recipe, spec, device)
+    run.train_epoch(warmup)
+    t0 = _synced_time(device)
+    run.train_epoch(split)
+    return _synced_time(device) - t0
+
+
+def reference(arch, spec, recipe: Recipe, split: Split, warmup: Split, device) -> float:
+    model = build_model(arch, mean=spec.mean, std=spec.std).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay)
+    steps = recipe.steps if recipe.method != "standard" else 0
+
+    def epoch(data: Split) -> None:
+        loader = DataLoader(TensorDataset(data.x.cpu(), data.y.cpu()), batch_size=recipe.batch_size,
+                            shuffle=True, drop_last=True)
+        model.train()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            if steps:
+                x = _textbook_pgd(model, x, y, eps=recipe.eps, alpha=recipe.step_size, steps=steps)
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    epoch(warmup)
+    t0 = _synced_time(device)
+    epoch(split)
+    return _synced_time(device) - t0
+
+
+def _textbook_pgd(model: nn.Module, x, y, *, eps: float, alpha: float, steps: int) -> torch.Tensor:
+    delta = torch.zeros_like(x).uniform_(-eps, eps)
+    delta.requires_grad = True
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x + delta), y)
+        loss.backward()
+        delta.data = (delta.data + alpha * delta.grad.sign()).clamp(-eps, eps)
+        delta.data = (x + delta.data).clamp(0, 1) - x
+        delta.grad.zero_()
+    return (x + delta).detach()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="WRN-16-1")
+    p.add_argument("--dataset", default="cifar10", choices=list(DATASETS), help="only its image shape is used")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=3, help="timed SGD steps (after 1 warm-up step)")
+    p.add_argument("--device", default=None)
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    spec = dataset_spec(args.dataset)
+    arch = parse_arch(args.arch, **spec.arch_fields())
+    n = args.batch_size * args.batches
+    g = torch.Generator().manual_seed(0)
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    split = Split(torch.rand(n, *shape, generator=g), torch.randint(spec.num_classes, (n,), generator=g)).to(device)
+    warmup = split.head(args.batch_size)
+    print(f"{arch.name} ({spec.name} shape), batch {args.batch_size}, {args.batches} timed steps, "
+          f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+          f"{torch.get_num_threads()} CPU threads")
+    fwd_flops = 2 * macs(arch)
+    for label, method in (("clean training", "standard"), ("PGD-10 AT", "pgd_at")):
+        recipe = Recipe(method=method, batch_size=args.batch_size, steps=10).for_dataset(spec)
+        t_ours = ours(arch, spec, recipe, split, warmup, device)
+        t_ref = reference(arch, spec, recipe, split, warmup, device)
+        line = (f"{label:15s} ours {n / t_ours:9.1f} img/s   reference {n / t_ref:9.1f} img/s   "
+                f"time ours/reference {t_ours / t_ref:.2f}x")
+        if device.type == "cuda":
+            passes = 1 + (recipe.steps if method != "standard" else 0)
+            achieved = 3 * fwd_flops * passes * n / t_ours / 1e12
+            peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in torch.cuda.get_device_name(device)), None)
+            line += f"   {achieved:.1f} TFLOP/s" + (f" = {100 * achieved / peak:.1f}% MFU (bf16 peak)" if peak else "")
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

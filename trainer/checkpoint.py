@@ -1,0 +1,62 @@
+"""Checkpoint files: atomic writes, loads that need no pickle trust, models rebuilt from them.
+
+A run's directory holds ``checkpoint.pt`` (everything needed to resume, rewritten each epoch)
+and ``best.pt`` (the weights of the epoch with the best validation robust accuracy). Both hold
+only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads them, and both
+carry ``arch`` (WRNConfig.to_dict()) and ``dataset`` so a model can be rebuilt from either.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import DatasetSpec, dataset_spec
+
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Readers (and a crash mid-write) see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (its best.pt, else its checkpoint.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST_FILE, CHECKPOINT_FILE):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path} holds neither {BEST_FILE} nor {CHECKPOINT_FILE}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path
+
+
+def eval_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights to evaluate: the EMA's where the run kept one."""
+    return state.get("ema") or state["model"]
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, DatasetSpec]:
+    from space_defs.arch import WRNConfig
+
+    from .models import build_model
+
+    state = load(resolve(path))
+    spec = dataset_spec(state["dataset"])
+    model = build_model(WRNConfig.from_dict(state["arch"]), mean=spec.mean, std=spec.std)
+    model.load_state_dict(eval_weights(state))
+    return model.to(device).eval(), spec

@@ -1,0 +1,203 @@
+"""Datasets as tensors: the spec of each dataset, fixed seeded splits, on-device augmentation.
+
+A whole dataset is held as one float tensor in [0, 1] on the training device, so batches are
+index gathers and augmentation is a few tensor ops; the CPU path runs the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SPLIT_SEED = 0  # the train/val(/test) split is the same for every trial and every recipe seed
+DEFAULT_DATA_DIR = Path(os.environ.get("TRAINER_DATA_DIR", Path.home() / ".cache" / "trainer-data"))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the model, the attacks and the splits need to know about a dataset."""
+
+    name: str
+    in_channels: int
+    num_classes: int
+    input_size: int  # pixels per side (square images)
+    mean: tuple[float, ...]  # per-channel pixel mean in [0, 1] units, used inside the model
+    std: tuple[float, ...]
+    eps: float  # default Linf budget, [0, 1] pixel units
+    step_size: float  # default PGD step, [0, 1] pixel units
+    val_size: int  # training images held out as the validation split
+    crop_padding: int  # pixels of zero padding for the random crop; 0 = no crop
+    flip: bool  # random horizontal flip fits the data (not for digits or house numbers)
+
+    def arch_fields(self) -> dict[str, int]:
+        """The WRNConfig fields a network for this dataset must have."""
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes,
+                "input_size": self.input_size}
+
+    def check_arch(self, arch) -> None:
+        """ValueError if ``arch`` cannot take this dataset's images or predict its classes."""
+        wrong = {k: getattr(arch, k) for k, v in self.arch_fields().items() if getattr(arch, k) != v}
+        if wrong:
+            need = ", ".join(f"{k}={v}" for k, v in self.arch_fields().items())
+            got = ", ".join(f"{k}={v}" for k, v in wrong.items())
+            raise ValueError(f"architecture {arch.name} does not fit dataset {self.name!r} ({got}); "
+                             f"it needs {need}: build it with trainer.data.adapt_arch(arch, {self.name!r})")
+
+
+_CIFAR_EPS, _CIFAR_STEP = 8 / 255, 2 / 255
+DATASETS: dict[str, DatasetSpec] = {
+    s.name: s for s in (
+        DatasetSpec(name="cifar10", in_channels=3, num_classes=10, input_size=32,
+                    mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616),
+                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=True),
+        DatasetSpec(name="cifar100", in_channels=3, num_classes=100, input_size=32,
+                    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=True),
+        DatasetSpec(name="svhn", in_channels=3, num_classes=10, input_size=32,
+                    mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970),
+                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=False),
+        # Measured on a 1-1-1/16-32-64 WRN, 15 epochs on 1,400 images: clean training 98.7% clean /
+        # 21% PGD-20 at eps 0.2, PGD-5 training 97.7% / 68%, so 0.2 separates robust from not.
+        DatasetSpec(name="digits", in_channels=1, num_classes=10, input_size=8,
+                    mean=(0.3,), std=(0.38,), eps=0.2, step_size=0.05, val_size=200,
+                    crop_padding=1, flip=False),
+    )
+}
+DIGITS_TEST_SIZE = 397  # digits has no official test split: 1,400 train / 397 test, fixed
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+def adapt_arch(arch, dataset: str):
+    """``arch`` with the input channels, classes and input size of ``dataset``."""
+    import dataclasses
+
+    return dataclasses.replace(arch, **dataset_spec(dataset).arch_fields())
+
+
+class DataUnavailableError(RuntimeError):
+    """The dataset is neither on disk nor downloadable (e.g. offline)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, C, H, W) float32 in [0, 1] and labels (N,) int64, on one device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+    def head(self, n: int | None) -> Split:
+        return self if n is None else Split(self.x[:n], self.y[:n])
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+
+
+def load_splits(dataset: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
+                device: torch.device | str = "cpu") -> Splits:
+    """Train/val/test of ``dataset`` on ``device``; val is a fixed seeded hold-out of train."""
+    spec = dataset_spec(dataset)
+    train, test = _digits() if spec.name == "digits" else _torchvision(spec, Path(data_dir))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    val_idx, train_idx = order[:spec.val_size], order[spec.val_size:]
+    return Splits(train=Split(train.x[train_idx], train.y[train_idx]).to(device),
+                  val=Split(train.x[val_idx], train.y[val_idx]).to(device),
+                  test=test.to(device))
+
+
+def _digits() -> tuple[Split, Split]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    test_idx, train_idx = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
+    return Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx])
+
+
+def _torchvision(spec: DatasetSpec, data_dir: Path) -> tuple[Split, Split]:
+    from filelock import FileLock
+    from torchvision import datasets
+
+    root = data_dir / spec.name
+    root.mkdir(parents=True, exist_ok=True)
+    make = {
+        "cifar10": lambda train: datasets.CIFAR10(root, train=train, download=True),
+        "cifar100": lambda train: datasets.CIFAR100(root, train=train, download=True),
+        "svhn": lambda train: datasets.SVHN(root, split="train" if train else "test", download=True),
+    }[spec.name]
+    # Many trials on a node start together: one downloads, the others wait and then read.
+    with FileLock(str(root / ".download.lock")):
+        try:
+            train, test = make(True), make(False)
+        except Exception as e:  # noqa: BLE001 - torchvision raises URLError, RuntimeError, OSError...
+            raise DataUnavailableError(
+                f"{spec.name} is not in {root} and could not be downloaded ({type(e).__name__}: {e}); "
+                f"put it there (or set TRAINER_DATA_DIR / --data-dir), or use the offline "
+                f"'--dataset digits'") from e
+    return _as_split(train), _as_split(test)
+
+
+def _as_split(ds) -> Split:
+    images = np.asarray(ds.data)
+    if images.shape[-1] == 3:  # CIFAR stores NHWC; SVHN already NCHW
+        images = images.transpose(0, 3, 1, 2)
+    labels = np.asarray(ds.targets if hasattr(ds, "targets") else ds.labels)
+    return Split(torch.from_numpy(np.ascontiguousarray(images)).float().div_(255),
+                 torch.from_numpy(labels).long())
+
+
+def augment(x: torch.Tensor, spec: DatasetSpec, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and (where it fits) horizontal flip, per image, on x's device.
+
+    The random draws come from ``generator`` (a CPU generator) so the data order and augmentation
+    are reproducible and checkpointable independently of the device.
+    """
+    n, _, h, w = x.shape
+    p = spec.crop_padding
+    if p:
+        dy, dx = (torch.randint(0, 2 * p + 1, (2, n), generator=generator).to(x.device))
+        rows = (torch.arange(h, device=x.device) + dy[:, None])[:, None, :, None]
+        cols = (torch.arange(w, device=x.device) + dx[:, None])[:, None, None, :]
+        padded = F.pad(x, (p, p, p, p))
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chan, rows, cols]
+    if spec.flip:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        x = torch.where(flip, x.flip(3), x)
+    return x
+
+
+def train_batches(split: Split, spec: DatasetSpec, *, batch_size: int, generator: torch.Generator):
+    """One epoch of shuffled, augmented (x, y) batches; the last partial batch is dropped."""
+    order = torch.randperm(len(split), generator=generator).to(split.y.device)
+    for start in range(0, len(split) - batch_size + 1, batch_size):
+        idx = order[start:start + batch_size]
+        yield augment(split.x[idx], spec, generator), split.y[idx]
+
+
+def eval_batches(split: Split, *, batch_size: int):
+    for start in range(0, len(split), batch_size):
+        yield split.x[start:start + batch_size], split.y[start:start + batch_size]

@@ -1,0 +1,114 @@
+"""The training recipe: every knob of one adversarial training run, with its unit.
+
+Defaults are RobustWRN's (Huang et al., NeurIPS 2021): SGD 0.1 / 0.9 / 2e-4, lr x0.1 at 75% and
+x0.01 at 90% of the epochs, 10-step PGD with eps 8/255 and step 2/255 on CIFAR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .data import DatasetSpec
+
+METHODS = ("pgd_at", "trades", "mart", "standard")
+SCHEDULES = ("piecewise", "cosine")
+AMP_DTYPES = ("auto", "bf16", "none")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    method: str = "trades"  # pgd_at | trades | mart | standard (no attack: the baseline)
+    epochs: int = 100
+    batch_size: int = 128  # images per SGD step
+    lr: float = 0.1  # initial SGD learning rate
+    momentum: float = 0.9
+    weight_decay: float = 2e-4  # L2 on all parameters; 5e-4 is the other common choice
+    schedule: str = "piecewise"  # piecewise: x0.1 at 75%, x0.01 at 90% of epochs | cosine
+    grad_clip: float | None = 5.0  # max global L2 norm of the gradient; None = no clipping
+    eps: float | None = None  # Linf budget, [0, 1] pixel units; None = the dataset's default
+    step_size: float | None = None  # PGD step, [0, 1] pixel units; None = the dataset's default
+    steps: int = 10  # PGD iterations while training
+    beta: float = 6.0  # TRADES / MART robustness weight (unused by pgd_at)
+    val_attack_steps: int = 10  # PGD iterations of the per-epoch validation attack
+    val_size: int = 1000  # validation images attacked each epoch (a fixed subset)
+    ema_decay: float | None = None  # weight EMA per step, e.g. 0.999; None = off
+    amp: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU | bf16 | none
+    channels_last: bool = True  # NHWC memory format on GPU (tensor cores). Not on CPU: torch
+    #                             2.14.1's CPU conv backward corrupts the heap in channels_last
+    #                             for some narrow stages (4 channels), killing the process
+    collapse_drop: float = 0.5  # relative fall of val PGD acc from its best that, with rising
+    #                             train accuracy, counts as catastrophic overfitting
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"Recipe: {what}")
+
+        need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        need(self.schedule in SCHEDULES,
+             f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        need(self.amp in AMP_DTYPES, f"amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
+        for name in ("epochs", "batch_size", "steps", "val_attack_steps", "val_size"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                 f"{name} must be a positive integer, got {value!r}")
+        need(_finite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
+        need(_finite(self.momentum) and 0 <= self.momentum < 1,
+             f"momentum must be in [0, 1), got {self.momentum!r}")
+        need(_finite(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        need(self.grad_clip is None or (_finite(self.grad_clip) and self.grad_clip > 0),
+             f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        for name in ("eps", "step_size"):
+            value = getattr(self, name)
+            need(value is None or (_finite(value) and 0 < value <= 1),
+                 f"{name} must be in (0, 1] (pixel units; 8/255 = {8 / 255:.4f}) or None, got {value!r}")
+        need(_finite(self.beta) and self.beta >= 0, f"beta must be >= 0, got {self.beta!r}")
+        need(self.ema_decay is None or (_finite(self.ema_decay) and 0 < self.ema_decay < 1),
+             f"ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
+        need(_finite(self.collapse_drop) and 0 < self.collapse_drop <= 1,
+             f"collapse_drop must be in (0, 1], got {self.collapse_drop!r}")
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool),
+             f"seed must be an integer, got {self.seed!r}")
+
+    def for_dataset(self, spec: DatasetSpec) -> Recipe:
+        """This recipe with eps and step size filled in from the dataset where left as None."""
+        return dataclasses.replace(self, eps=spec.eps if self.eps is None else self.eps,
+                                   step_size=spec.step_size if self.step_size is None else self.step_size)
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch``."""
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.epochs))
+        return self.lr * (0.01 if epoch >= 0.9 * self.epochs else 0.1 if epoch >= 0.75 * self.epochs else 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict of plain values (for Tune configs and Parquet rows)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, flat: dict[str, Any]) -> Recipe:
+        """Inverse of ``to_dict``; extra keys are ignored so a whole trial row can be passed."""
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name in flat:
+                value = _plain(flat[f.name])
+                if f.type == "int" and isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                kw[f.name] = value
+        return cls(**kw)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to python; NaN (how Parquet float columns hold None) to None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
