@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=24, help="trials per stack (24)")
     n = p.parse_args().n
     command_start = time.perf_counter()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # localhost only, as search.run
     from .sweep import init_ray, quiet_libraries
 
     quiet_libraries()

@@ -10,6 +10,7 @@ import os
 import tempfile
 import time
 
+from . import faults
 from .schema import EvalRow
 from .spec import SweepSpec
 
@@ -87,6 +88,7 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
                                    recorded_at=now)
                            for attack, acc in out["accuracies"].items()])
         store.flush()
+        faults.fired("final_eval")
         say(f"[{trial_id}] test: " + ", ".join(f"{a} {v:.1%}" for a, v in out["accuracies"].items()))
     store.close()
 

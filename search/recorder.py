@@ -20,7 +20,7 @@ from space_defs import WRNConfig, format_count, macs, param_count
 from .provenance import code_version, library_versions
 from .schema import EpochRow, TrialRow
 from .spec import SweepSpec
-from .trainable import TRIAL_STATUS
+from .trainable import ERROR, NOTE, TRIAL_STATUS
 
 EPOCH_FIELDS = ("train_loss", "train_clean_acc", "train_adv_acc", "val_clean_acc",
                 "val_robust_acc", "lr", "train_seconds", "eval_seconds", "images_per_s")
@@ -37,6 +37,7 @@ class _Trial:
     arch: WRNConfig
     started_at: dt.datetime
     epochs: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> Tune result
+    failure: str | None = None  # a failure the trial reported as its last result
 
     @property
     def last(self) -> dict[str, Any] | None:
@@ -71,6 +72,7 @@ class SweepRecorder(tune.Callback):
         self._best: tuple[float, str] | None = None
         self._ended: dict[str, int] = {}
         self._earlier: dict[str, dict[str, Any]] | None = None
+        self._synced = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {"spec_json": self.spec_json, "storage": self.storage, "device_name": self.device_name}
@@ -94,13 +96,35 @@ class SweepRecorder(tune.Callback):
         self._say(trial, f"started {t.arch.name}, {format_count(param_count(t.arch))} params, "
                          f"{format_count(macs(t.arch))} MACs")
 
+    def on_step_begin(self, iteration, trials, **info):
+        """Once per driver run: a driver that died between Tune's snapshot and its own database
+        write leaves Tune ahead of the database; write what the database lacks from Tune's
+        records of the trials it will not run again."""
+        if self._synced:
+            return
+        self._synced = True
+        recorded = self._recorded()
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR"):
+                continue
+            if recorded.get(trial.trial_id, {}).get("status", "running") != "running":
+                continue
+            t = self._track(trial)
+            for result in _tune_results(trial):
+                if result.get(TRIAL_STATUS) == "failed":
+                    t.failure = result.get(ERROR) or "failed"
+                elif "epoch" in result and int(result["epoch"]) not in t.epochs:
+                    self._record_epoch(trial, t, result)
+            self._end(trial, errored=trial.status == "ERROR")
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         t = self._track(trial)
-        epoch = int(result["epoch"])
-        t.epochs[epoch] = {k: result.get(k) for k in (*EPOCH_FIELDS, TRIAL_STATUS)}
-        row = EpochRow(sweep=self.spec.name, trial_id=trial.trial_id, epoch=epoch,
-                       recorded_at=_now(), **{k: _number(result.get(k)) for k in EPOCH_FIELDS})
-        self.store.write(epochs=[row])
+        if result.get(TRIAL_STATUS) == "failed":
+            t.failure = result.get(ERROR) or "failed"
+            return
+        if result.get(NOTE):
+            self._say(trial, result[NOTE])
+        epoch = self._record_epoch(trial, t, result)
         self._write(trial, "running")
         robust, clean = result["val_robust_acc"], result["val_clean_acc"]
         self._say(trial, f"epoch {epoch}/{self.spec.recipe.epochs}: val robust {robust:.1%}, "
@@ -108,6 +132,14 @@ class SweepRecorder(tune.Callback):
         if self._best is None or robust > self._best[0]:
             self._best = (robust, trial.trial_id)
             self._say(trial, f"best so far: {robust:.1%} val robust ({t.arch.name}, epoch {epoch})")
+
+    def _record_epoch(self, trial, t: _Trial, result: dict[str, Any]) -> int:
+        epoch = int(result["epoch"])
+        t.epochs[epoch] = {k: result.get(k) for k in (*EPOCH_FIELDS, TRIAL_STATUS)}
+        self.store.write(epochs=[EpochRow(sweep=self.spec.name, trial_id=trial.trial_id,
+                                          epoch=epoch, recorded_at=_now(),
+                                          **{k: _number(result.get(k)) for k in EPOCH_FIELDS})])
+        return epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._end(trial, errored=False)
@@ -119,10 +151,10 @@ class SweepRecorder(tune.Callback):
         self._say(trial, f"failed, retrying from its last checkpoint: {_error(trial)}")
 
     def on_experiment_end(self, trials, **info):
-        if self._store is not None:
-            self._store.close()
+        self.store.flush()
+        mark_lost(self.spec.name, self.storage, live={t.trial_id for t in trials}, store=self.store)
+        self.store.close()
 
-    # -- helpers -------------------------------------------------------------------------------
     def _track(self, trial) -> _Trial:
         """This trial's record; a trial resumed after a driver restart starts from what the
         database already holds for it."""
@@ -142,7 +174,7 @@ class SweepRecorder(tune.Callback):
             trials = load_trials(self.storage, self.spec.name)
             for row in trials.itertuples():
                 self._earlier[row.trial_id] = {"started_at": row.started_at.to_pydatetime(),
-                                               "epochs": {}}
+                                               "status": row.status, "epochs": {}}
             for row in load_epochs(self.storage, self.spec.name).to_dict("records"):
                 record = self._earlier.setdefault(row["trial_id"], {"epochs": {}})
                 record["epochs"][int(row["epoch"])] = {
@@ -152,8 +184,9 @@ class SweepRecorder(tune.Callback):
     def _end(self, trial, *, errored: bool) -> None:
         t = self._track(trial)
         last = t.last
-        status = final_status(self.spec, last and last[TRIAL_STATUS], len(t.epochs), errored)
-        error = _error(trial) if errored else None
+        failed = errored or t.failure is not None
+        status = final_status(self.spec, last and last[TRIAL_STATUS], len(t.epochs), failed)
+        error = (t.failure or _error(trial)) if failed else None
         self._write(trial, status, error=error)
         self._ended[status] = self._ended.get(status, 0) + 1
         detail = f": {error}" if error else f" after {len(t.epochs)} epochs"
@@ -191,12 +224,51 @@ class SweepRecorder(tune.Callback):
         print(f"[{trial.trial_id}] {message}", file=sys.stdout, flush=True)
 
 
+def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
+    """Record as lost the trials the database shows running that no Tune experiment will
+    resume (its snapshot was torn, or never written); returns how many there were."""
+    import dataclasses
+
+    from .store import TrialStore, load_trials, list_sweeps
+
+    if sweep not in list_sweeps(storage):
+        return 0
+    rows = load_trials(storage, sweep)
+    lost = rows[(rows["status"] == "running") & ~rows["trial_id"].isin(live)].to_dict("records")
+    if not lost:
+        return 0
+    store = store or TrialStore(storage, sweep)
+    for row in lost:
+        kept = TrialRow(**{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                           for k, v in row.items()})
+        store.write(trials=[dataclasses.replace(
+            kept, status="lost", updated_at=_now(),
+            error="lost: Tune's experiment state holding it was torn (full disk or a kill "
+                  "mid-write); a new trial replaces it")])
+        print(f"[{row['trial_id']}] lost with a torn Tune snapshot: recorded as lost, a new "
+              "trial replaces it", flush=True)
+    store.flush()
+    return len(lost)
+
+
 def _epoch_of(t: _Trial, result: dict[str, Any]) -> int:
     return next(e for e, r in t.epochs.items() if r is result)
 
 
 def _number(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _tune_results(trial) -> list[dict[str, Any]]:
+    """Every result Tune logged for the trial (its result.json in storage), then its last."""
+    results = []
+    try:
+        storage = trial.storage
+        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/result.json") as f:
+            results = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return results + ([trial.last_result] if trial.last_result else [])
 
 
 def _error(trial) -> str:

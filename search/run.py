@@ -8,10 +8,7 @@ extends a finished sweep.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
-import time
 
 from space_defs import SPACES, format_count, parse_budget
 
@@ -28,8 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     from .spec import OBJECTIVES, SCHEDULERS
 
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="python -m search.run", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--budget", help="parameter budget, e.g. 36M, 1.5M, 500K (required unless --demo)")
     a("--demo", action="store_true",
@@ -72,6 +69,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, exit code 2 (argparse's default adds the whole usage)."""
+        self.exit(2, f"error: {message} (see python -m search.run --help)\n")
+
+
+def check_storage(storage: str) -> None:
+    """UsageError for a storage URI no filesystem understands (before anything is written)."""
+    from .errors import UsageError
+
+    if "://" not in storage:
+        return
+    import pyarrow.fs as pafs
+
+    try:
+        pafs.FileSystem.from_uri(storage)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError...
+        raise UsageError(f"cannot use --storage {storage!r} ({str(e).splitlines()[0]}); use a local "
+                         "path or a URI pyarrow supports, e.g. s3://bucket/prefix") from None
+
+
 def build_spec(args: argparse.Namespace):
     """The SweepSpec of the command line; ValueError says which argument is wrong."""
     from trainer.recipe import Recipe
@@ -103,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = build_spec(args)
         spec.check()
+        check_storage(args.storage)
+        from .sweep import check_reachable
+
+        check_reachable(args.address)
     except ValueError as e:
         return _usage_error(e)
 

@@ -23,7 +23,8 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 METADATA_KEY = b"robust_arch_search"  # Parquet key-value metadata: {"schema_version", "table"}
 
-STATUSES = ("running", "finished", "stopped_early", "failed", "diverged", "catastrophic_overfit")
+STATUSES = ("running", "finished", "stopped_early", "failed", "diverged", "catastrophic_overfit",
+            "lost")  # lost: Tune's state holding it was torn; a new trial replaced it
 
 FRACTION = "fraction in [0, 1]"
 SECONDS = "s"

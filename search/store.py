@@ -10,6 +10,7 @@ reader never sees half a file, and a driver that died and resumed only adds newe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from . import faults
 from .errors import StoreError, UsageError
 from .schema import (EPOCHS, EVALS, METADATA_KEY, SCHEMA_VERSION, TABLES, TRIALS, EpochRow,
                      EvalRow, Table, TrialRow, file_metadata)
@@ -201,11 +203,19 @@ class TrialStore:
                 out.write(payload)
             return
         tmp = f"{self._table_dir(table.name)}/.{name}.tmp"  # readers skip dot files
-        with open(tmp, "xb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "xb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            faults.fired("db_write")
+            os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise StoreError(f"cannot write the trial database in {self._dir}: {e.strerror or e}; "
+                             "free space or make the storage writable, then rerun the same command "
+                             "to resume (nothing written so far is lost)") from None
         fd = os.open(self._table_dir(table.name), os.O_RDONLY)
         try:
             os.fsync(fd)

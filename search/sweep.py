@@ -85,6 +85,20 @@ class SweepDir:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def check_writable(self) -> None:
+        """StoreError, before anything runs, if the sweep directory cannot be written."""
+        from .errors import StoreError
+
+        probe = f"{self.path}/.writable-{os.getpid()}"
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+            with self.fs.open_output_stream(probe) as f:
+                f.write(b"ok")
+            self.fs.delete_file(probe)
+        except OSError as e:
+            raise StoreError(f"cannot write to the sweep directory {self.uri} ({e}); choose a "
+                             "writable --storage or free space on it") from None
+
     def segments(self) -> list[Segment]:
         text = self.read(SEGMENTS_FILE)
         return [Segment(**s) for s in json.loads(text)] if text else []
@@ -180,33 +194,65 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
 
+def set_aside_unreadable_state(sweep: SweepDir, segment: Segment, say=print) -> None:
+    """Tune rewrites its experiment state in place, so a full disk or a kill during the write
+    leaves it torn, and Tune then silently starts over. Move torn snapshots aside (newest
+    first) so the restore uses the newest readable one."""
+    import pyarrow.fs as pafs
+
+    entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.name}",
+                                                       allow_not_found=True))
+    states = sorted(e.path for e in entries if e.base_name.startswith("experiment_state-")
+                    and e.base_name.endswith(".json"))
+    for path in reversed(states):
+        try:
+            with sweep.fs.open_input_stream(path) as f:
+                json.loads(f.read())
+            return
+        except ValueError:
+            sweep.fs.move(path, path + ".unreadable")
+            say(f"{segment.name}: Tune's snapshot {path.rsplit('/', 1)[-1]} is torn (kept as "
+                ".unreadable); resuming from the one before it")
+
+
 def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, device_name: str,
                  say=print) -> None:
-    """Finish the last unfinished segment, then add one for the trials still missing."""
+    """Finish the last unfinished segment, then add one for the trials still missing. What
+    counts is the database: every trial it holds, whatever its status, is one of ``--trials``,
+    except those lost with a torn Tune snapshot, which new trials replace."""
     from ray import tune
+
+    from .recorder import mark_lost
+    from .store import list_sweeps, load_trials
 
     segments = sweep.segments()
     while True:
-        if segments and not segments[-1].done:
-            segment = segments[-1]
-            path = f"{sweep.uri}/{segment.name}"
-            restore = tune.Tuner.can_restore(path)
-            say(f"{'resuming' if restore else 'starting'} {segment.name}: {segment.trials} trials")
-        else:
-            missing = spec.trials - sum(s.trials for s in segments)
+        segment = segments[-1] if segments and not segments[-1].done else None
+        if segment is not None:
+            set_aside_unreadable_state(sweep, segment, say)
+            restore = tune.Tuner.can_restore(f"{sweep.uri}/{segment.name}")
+        if segment is None or not restore:
+            mark_lost(spec.name, sweep.storage, live=set())  # no Tune state will resume them
+            recorded = (load_trials(sweep.storage, spec.name) if spec.name in list_sweeps(sweep.storage)
+                        else None)
+            missing = spec.trials - (0 if recorded is None else int((recorded["status"] != "lost").sum()))
             if missing <= 0:
+                if segment is not None:
+                    sweep.save_segments([*segments[:-1], dataclasses.replace(segment, done=True)])
                 return
+            done = [dataclasses.replace(s, done=True) for s in segments]
             segment = Segment(name=f"tune-{len(segments) + 1}", trials=missing)
-            segments = [*segments, segment]
+            segments = [*done, segment]
             sweep.save_segments(segments)
             restore = False
             say(f"starting {segment.name}: {segment.trials} new trials")
+        else:
+            say(f"resuming {segment.name}: {segment.trials} trials")
         tuner = build_tuner(spec, sweep, segment, first=segment.name == "tune-1",
                             data_dir=data_dir, device_name=device_name, restore=restore)
         tuner.fit()
         segments = [*segments[:-1], dataclasses.replace(segment, done=True)]
         sweep.save_segments(segments)
-
 
 class SweepBusy(UsageError):
     """Another driver holds the sweep's lock."""
@@ -234,6 +280,24 @@ def lock(sweep: SweepDir):
         held.release()
 
 
+def check_reachable(address: str | None) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens there."""
+    import socket
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}); check the "
+                         "address (`ray status` on the head node), or omit --address and unset "
+                         "RAY_ADDRESS for a local run") from None
+
+
 def quiet_libraries() -> None:
     """Our recorder prints one line per trial event; Tune's and Optuna's own chatter goes."""
     import optuna
@@ -245,20 +309,29 @@ def quiet_libraries() -> None:
 
 def init_ray(address: str | None) -> str:
     """Connect to the cluster at ``address`` (or RAY_ADDRESS); else start an embedded local Ray
-    listening on localhost only. Returns where it runs, in words."""
+    (on localhost only when run_sweep set Ray's local-only mode before importing it). Returns
+    where it runs, in words."""
     import ray
 
+    from . import faults
+
+    # injected faults (reliability tests only) must reach the trial processes too
+    env = {faults.ENV: os.environ[faults.ENV]} if faults.ENV in os.environ else {}
+    runtime_env = {"env_vars": env} if env else None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address)
         try:
-            ray.init(address=address, log_to_driver=False, logging_level="warning")
+            ray.init(address=address, log_to_driver=False, logging_level="warning",
+                     runtime_env=runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UsageError(f"cannot reach the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
                              "check the address (ray status on the head node), or omit --address "
                              "and unset RAY_ADDRESS for a local run") from None
         return f"Ray cluster at {address}"
-    ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-             configure_logging=True, logging_level="warning")
+    ray.init(address="local",  # a new instance: never attach to another local cluster
+             include_dashboard=False, log_to_driver=False,
+             configure_logging=True, logging_level="warning", runtime_env=runtime_env)
     return "embedded local Ray"
 
 
@@ -266,11 +339,16 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
               data_dir: str | None = None, auto_gpus: bool = False, say=print) -> SweepSpec:
     """Run (or resume, or extend) the sweep ``spec`` describes; returns the spec it ran."""
     quiet_libraries()
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # Ray's local-only mode (its default on macOS and Windows): every server of the
+        # embedded instance binds 127.0.0.1. Read when ray is first imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     from trainer.data import DEFAULT_DATA_DIR
 
     sweep = SweepDir(storage, spec.name)
+    sweep.check_writable()
     with lock(sweep):
         spec = prepare(spec, sweep)
         where = init_ray(address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from pathlib import Path
@@ -12,9 +13,12 @@ from ray import tune
 from space_defs import WRNConfig, macs, param_count
 from trainer import EpochReport, fit
 
+from . import faults
 from .spec import SweepSpec
 
 TRIAL_STATUS = "trial_status"  # Tune's own "status" is taken
+ERROR = "error"  # a trial's failure that retrying cannot fix, reported as its last result
+NOTE = "note"  # something the trainer wants the user to know (e.g. a skipped checkpoint)
 
 
 def epoch_result(report: EpochReport, arch: WRNConfig) -> dict[str, Any]:
@@ -22,24 +26,50 @@ def epoch_result(report: EpochReport, arch: WRNConfig) -> dict[str, Any]:
     the trainer's status and the config's cost (so cost can be an objective)."""
     metrics = {k: (0.0 if math.isnan(v) and k.startswith("val_") else v)
                for k, v in report.metrics().items()}
-    return {**metrics, "epoch": report.epoch, TRIAL_STATUS: report.status,
+    return {**metrics, "epoch": report.epoch, TRIAL_STATUS: report.status, NOTE: report.note,
             "params": param_count(arch), "macs": macs(arch)}
 
 
+def failure_result(error: BaseException, last: dict[str, Any] | None, arch: WRNConfig) -> dict[str, Any]:
+    """The last result of a trial that failed for good: the searcher scores it as the worst
+    robust accuracy (so TPE learns to avoid such configs) at the epoch it reached."""
+    base = dict(last) if last else {"epoch": 0, "params": param_count(arch), "macs": macs(arch)}
+    return {**base, "val_robust_acc": 0.0, "val_clean_acc": 0.0, TRIAL_STATUS: "failed",
+            ERROR: f"{type(error).__name__}: {error}"[:500], NOTE: ""}
+
+
 def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> None:
-    """Train the architecture in ``config``; resumes from Tune's checkpoint after a failure."""
+    """Train the architecture in ``config``; resumes from Tune's checkpoint after a failure.
+
+    Errors that a retry cannot fix (out of memory at this size, an invalid config) end the trial
+    as ``failed`` with its message; any other error propagates, and Tune retries the trial from
+    its last checkpoint (FailureConfig)."""
     import torch
 
     spec = SweepSpec.from_json(spec_json)
     arch = WRNConfig.from_dict(config)
+    recipe = spec.recipe
+    trial_id = tune.get_context().get_trial_id()
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
+    if "diverge" in faults.fired("start", trial_id=trial_id):
+        recipe = dataclasses.replace(recipe, lr=1e9)
     state_dir = Path(tempfile.mkdtemp(prefix="trial-state-"))
     restored = tune.get_checkpoint()
     if restored is not None:
         restored.to_directory(str(state_dir))
+    last: dict[str, Any] | None = None
 
     def report(epoch: EpochReport) -> None:
-        checkpoint = tune.Checkpoint.from_directory(epoch.checkpoint_dir)
-        tune.report(epoch_result(epoch, arch), checkpoint=checkpoint)
+        nonlocal last
+        last = epoch_result(epoch, arch)
+        tune.report(last, checkpoint=tune.Checkpoint.from_directory(epoch.checkpoint_dir))
+        for action in faults.fired("epoch", trial_id=trial_id, epoch=epoch.epoch):
+            if action == "raise":
+                raise faults.InjectedFault(f"injected failure after epoch {epoch.epoch}")
+            if action == "oom":
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    fit(arch, spec.recipe, spec.dataset, report=report, checkpoint_dir=state_dir, data_dir=data_dir)
+    try:
+        fit(arch, recipe, spec.dataset, report=report, checkpoint_dir=state_dir, data_dir=data_dir)
+    except (torch.OutOfMemoryError, ValueError) as e:
+        tune.report(failure_result(e, last, arch))

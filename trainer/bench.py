@@ -12,7 +12,6 @@ every PGD step adds one forward+backward.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F

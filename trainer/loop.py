@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import random
 import time
 from collections.abc import Callable
@@ -44,11 +45,12 @@ class EpochReport:
     images_per_s: float  # training images per second
     status: str  # running | finished | diverged | catastrophic_overfit
     checkpoint_dir: str | None = None  # holds the checkpoint written after this epoch
+    note: str = ""  # something the user should know, e.g. an unreadable checkpoint was skipped
 
     def metrics(self) -> dict[str, float]:
         """The numeric fields as plain floats (flat names, as Tune and Parquet want them)."""
         return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.name not in ("status", "checkpoint_dir")}
+                if f.name not in ("status", "checkpoint_dir", "note")}
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,26 @@ def fit(arch: WRNConfig, recipe: Recipe, dataset: str, *,
                          f"of {spec.name}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     run = _Run.start(arch, recipe, spec, device)
+    note = ""
     if ckpt_dir is not None and (ckpt_dir / checkpoint.CHECKPOINT_FILE).is_file():
-        run.restore(checkpoint.load(ckpt_dir / checkpoint.CHECKPOINT_FILE))
+        try:
+            state = checkpoint.load(ckpt_dir / checkpoint.CHECKPOINT_FILE)
+        except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, wrong tensors...
+            # A torn or corrupted checkpoint must not kill the trial on every retry: keep the
+            # file for inspection and train from the start.
+            corrupt = ckpt_dir / (checkpoint.CHECKPOINT_FILE + ".corrupt")
+            os.replace(ckpt_dir / checkpoint.CHECKPOINT_FILE, corrupt)
+            note = (f"checkpoint unreadable ({type(e).__name__}: {str(e)[:120]}); kept as "
+                    f"{corrupt.name}, restarted from epoch 0")
+        else:
+            run.restore(state)
     elif ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     while run.status == status.RUNNING and run.epoch < recipe.epochs:
         epoch_report = run.epoch_step(splits.train, splits.val, ckpt_dir)
+        if note:
+            epoch_report, note = dataclasses.replace(epoch_report, note=note), ""
         if report is not None:
             report(epoch_report)
     return run.result(ckpt_dir)

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def ray_address(tmp_path_factory):
 
 SWEEP_ARGS = ["--dataset", "digits", "--budget", "30K", "--min-blocks", "1", "--max-blocks", "2",
               "--channel-multiple", "4", "--method", "pgd_at", "--attack-steps", "1",
-              "--val-size", "50", "--max-concurrent", "2", "--cpus-per-trial", "1"]
+              "--val-size", "200", "--max-concurrent", "2", "--cpus-per-trial", "1"]
 
 
 def sweep_command(storage, name, *args) -> list[str]:
@@ -48,3 +49,63 @@ def sweep_command(storage, name, *args) -> list[str]:
 
 def sweep_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1", **extra}
+
+
+TERMINAL = {"finished", "stopped_early", "failed", "diverged", "catastrophic_overfit"}
+
+
+def run(cmd, timeout=400, **env):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=sweep_env(**env))
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file()}
+
+
+def check_database(storage: Path, name: str, n_trials: int, epochs: int, budget: int = 30_000):
+    """The invariants every sweep's database keeps, whatever happened to the sweep."""
+    from search.store import load_epochs, load_trials
+    from space_defs import WRNConfig, param_count
+
+    trials = load_trials(storage, name)
+    assert trials["trial_id"].is_unique
+    trials = trials[trials["status"] != "lost"]  # replaced by new trials, kept for the record
+    assert len(trials) == n_trials and set(trials["status"]) <= TERMINAL
+    for row in trials.to_dict("records"):
+        assert abs(param_count(WRNConfig.from_dict(row)) / budget - 1) <= 0.01
+        assert row["epochs_done"] == epochs or row["status"] != "finished"
+    rows = load_epochs(storage, name)
+    assert not rows.duplicated(["trial_id", "epoch"]).any()
+    per_trial = rows.groupby("trial_id")["epoch"].agg(["min", "max", "count"])
+    assert (per_trial["min"] == 1).all() and (per_trial["max"] == per_trial["count"]).all()
+    return trials, rows
+
+
+def wait_for(predicate, timeout=240, every=0.5):
+    """Poll until ``predicate()`` returns something truthy; that value, or None on timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if _ready(value):
+            return value
+        time.sleep(every)
+    return None
+
+
+def _ready(value) -> bool:
+    if value is None:
+        return False
+    try:
+        return bool(value)
+    except ValueError:  # a DataFrame: something was returned
+        return True
+
+
+def epochs_so_far(storage: Path, name: str):
+    from search.store import load_epochs
+
+    if not (storage / name / "db" / "epochs").exists():
+        return None
+    return load_epochs(storage, name)

@@ -1,4 +1,3 @@
-import dataclasses
 from contextlib import nullcontext
 import datetime as dt
 import json

@@ -9,23 +9,11 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 
 from search.store import load_epochs, load_evals, load_trials
-from space_defs import WRNConfig, param_count
 
-from .conftest import sweep_command, sweep_env
-
-TERMINAL = {"finished", "stopped_early", "failed", "diverged", "catastrophic_overfit"}
-
-
-def run(cmd, timeout=400):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=sweep_env())
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if p.is_file()}
+from .conftest import (check_database, epochs_so_far, run, snapshot, sweep_command, sweep_env,
+                       wait_for)
 
 
 def study_trials(storage: Path, name: str):
@@ -34,20 +22,6 @@ def study_trials(storage: Path, name: str):
 
     backend = JournalFileBackend(str(storage / name / "optuna.journal"))
     return optuna.load_study(study_name=name, storage=JournalStorage(backend)).trials
-
-
-def check_database(storage: Path, name: str, n_trials: int, epochs: int):
-    trials = load_trials(storage, name)
-    assert len(trials) == n_trials and trials["trial_id"].is_unique
-    assert set(trials["status"]) <= TERMINAL
-    for row in trials.to_dict("records"):
-        assert abs(param_count(WRNConfig.from_dict(row)) / 30_000 - 1) <= 0.01
-        assert row["epochs_done"] == epochs or row["status"] != "finished"
-    rows = load_epochs(storage, name)
-    assert not rows.duplicated(["trial_id", "epoch"]).any()
-    per_trial = rows.groupby("trial_id")["epoch"].agg(["min", "max", "count"])
-    assert (per_trial["min"] == 1).all() and (per_trial["max"] == per_trial["count"]).all()
-    return trials, rows
 
 
 def test_sweep_extend_and_refuse_changes(tmp_path, ray_address):
@@ -99,16 +73,13 @@ def test_resume_after_sigkill_of_the_driver(tmp_path, ray_address):
                         "--scheduler", "none")
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env=sweep_env())
-    deadline = time.time() + 240
-    progressed = None
-    while time.time() < deadline and progressed is None:
-        time.sleep(1)
-        if (tmp_path / "k" / "db" / "epochs").exists():
-            rows = load_epochs(tmp_path, "k")
-            counts = rows.groupby("trial_id")["epoch"].max()
-            if (counts >= 3).any() and (counts < 8).any():
-                progressed = rows
-    assert progressed is not None, "the sweep made no progress to interrupt"
+
+    def progressed():
+        rows = epochs_so_far(tmp_path, "k")
+        counts = rows.groupby("trial_id")["epoch"].max() if rows is not None else None
+        return counts is not None and (counts >= 3).any() and (counts < 8).any()
+
+    assert wait_for(progressed), "the sweep made no progress to interrupt"
     time.sleep(2)  # let Tune's experiment state (every 1 s here) record the latest checkpoints
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=60)
@@ -128,18 +99,3 @@ def test_resume_after_sigkill_of_the_driver(tmp_path, ray_address):
         new = after[after.trial_id == trial_id].set_index("epoch")["recorded_at"]
         assert new[1] == old[1], "an interrupted trial restarted from scratch"
         assert new.index.max() > old.index.max() or status[trial_id] != "running"
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--budget", "36MB"], "invalid budget"),
-    (["--dataset", "mnist"], "unknown dataset"),
-    (["--epochs", "0"], "epochs"),
-    (["--objectives", "val_robust_acc,speed"], "unknown objective"),
-    (["--name", "../evil"], "invalid sweep name"),
-    (["--budget", "1K"], "budget"),
-])
-def test_bad_input_is_refused_before_anything_is_written(tmp_path, args, message):
-    out = run(sweep_command(tmp_path, "bad", *args), timeout=120)
-    assert out.returncode == 2 and message in out.stderr, out.stderr
-    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert not any(tmp_path.iterdir())
