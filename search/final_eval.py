@@ -53,7 +53,7 @@ def evaluate_remote(path: str, local: bool, attacks: tuple[str, ...], data_dir: 
 def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
     import ray
 
-    from trainer.attacks import parse_attack
+    from trainer.attack_names import parse_attack
 
     from .store import TrialStore, load_evals, load_trials
 

@@ -37,7 +37,7 @@ def synthetic_trials(n: int, rng: np.random.Generator, *, trade_off: bool = Fals
 
 
 def run(n_rows: int = 1_000_000, n_trials: int = 10_000, flushes: int = 100,
-        trade_off_rows: int = 100_000) -> None:
+        trade_off_rows: int = 1_000_000) -> None:
     rng = np.random.default_rng(0)
     df = synthetic_trials(n_rows, rng)
     seconds, front = best_of(3, lambda: pareto_front(df, OBJECTIVES))

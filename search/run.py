@@ -20,7 +20,7 @@ DEMO = dict(  # a small real sweep on the offline digits data: minutes on a 2-co
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from trainer.data import DATASETS
+    from trainer.datasets import DATASETS
     from trainer.recipe import METHODS
 
     from .spec import OBJECTIVES, SCHEDULERS
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--trials", type=int, help="trials in the sweep (16)")
     a("--max-concurrent", type=int, help="trials running at once (4)")
     a("--gpus-per-trial", type=float, help="fractions pack small trials (1 if the cluster has GPUs)")
-    a("--cpus-per-trial", type=float, help="(1)")
+    a("--cpus-per-trial", type=float, help="CPUs reserved per trial; also its torch threads (1)")
     a("--objectives", help=f"comma-separated, from {', '.join(OBJECTIVES)} (val_robust_acc)")
     a("--max-macs", help="compute cap per image, e.g. 10G")
     a("--scheduler", help=f"{' | '.join(SCHEDULERS)}: early stopping of weak trials (asha)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from space_defs import SPACES, SearchSpace, format_count
-from trainer.data import dataset_spec
+from trainer.datasets import dataset_spec
 from trainer.recipe import Recipe
 
 OBJECTIVES = {  # reportable metric -> direction
@@ -80,7 +80,7 @@ class SweepSpec:
         need(self.gpus_per_trial == 0 or self.gpus_per_trial >= 0.01,
              f"GPUs per trial must be 0 or at least 0.01, got {self.gpus_per_trial}")
         try:
-            from trainer.attacks import parse_attack
+            from trainer.attack_names import parse_attack
 
             for attack in self.final_attacks:
                 parse_attack(attack)

@@ -345,7 +345,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    from trainer.data import DEFAULT_DATA_DIR
+    from trainer.datasets import DEFAULT_DATA_DIR
 
     sweep = SweepDir(storage, spec.name)
     sweep.check_writable()

@@ -6,12 +6,15 @@ import dataclasses
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
 from space_defs import WRNConfig, macs, param_count
-from trainer import EpochReport, fit
+from trainer.datasets import DataUnavailableError
+
+if TYPE_CHECKING:
+    from trainer import EpochReport
 
 from . import faults
 from .spec import SweepSpec
@@ -41,10 +44,12 @@ def failure_result(error: BaseException, last: dict[str, Any] | None, arch: WRNC
 def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> None:
     """Train the architecture in ``config``; resumes from Tune's checkpoint after a failure.
 
-    Errors that a retry cannot fix (out of memory at this size, an invalid config) end the trial
-    as ``failed`` with its message; any other error propagates, and Tune retries the trial from
-    its last checkpoint (FailureConfig)."""
+    Errors that a retry cannot fix (out of memory at this size, an invalid config, a dataset
+    that is neither on disk nor downloadable) end the trial as ``failed`` with its message; any
+    other error propagates, and Tune retries the trial from its last checkpoint."""
     import torch
+
+    from trainer import fit
 
     spec = SweepSpec.from_json(spec_json)
     arch = WRNConfig.from_dict(config)
@@ -71,5 +76,5 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
 
     try:
         fit(arch, recipe, spec.dataset, report=report, checkpoint_dir=state_dir, data_dir=data_dir)
-    except (torch.OutOfMemoryError, ValueError) as e:
+    except (torch.OutOfMemoryError, ValueError, DataUnavailableError) as e:
         tune.report(failure_result(e, last, arch))

@@ -7,19 +7,21 @@
     evaluate(result.best_model_path, attacks=("clean", "pgd20", "cw", "autoattack"))
 
 CLIs: ``python -m trainer.fit``, ``python -m trainer.evaluate``, ``python -m trainer.bench``.
+
+Names load on first use: a sweep's driver reads ``trainer.recipe`` and ``trainer.datasets``
+without paying for torch's import (3 s), which only trials need.
 """
 
-import warnings
+import importlib
 
-# ``python -m trainer.evaluate`` runs a module this package has already imported (for the
-# ``evaluate`` function below); runpy's warning about that is harmless here.
-warnings.filterwarnings("ignore", message=r"'trainer\.evaluate' found in sys\.modules", category=RuntimeWarning)
+_HOMES = {"fit": "loop", "FitResult": "loop", "EpochReport": "loop", "Recipe": "recipe",
+          "evaluate": "evaluation", "build_model": "models", "DATASETS": "datasets",
+          "dataset_spec": "datasets"}
 
-from .data import DATASETS, dataset_spec  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .loop import EpochReport, FitResult, fit  # noqa: E402
-from .models import build_model  # noqa: E402
-from .recipe import Recipe  # noqa: E402
+__all__ = list(_HOMES)
 
-__all__ = ["fit", "FitResult", "EpochReport", "Recipe", "evaluate", "build_model", "DATASETS",
-           "dataset_spec"]
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'trainer' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

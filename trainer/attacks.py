@@ -7,14 +7,14 @@ around ``x`` and inside [0, 1].
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .attack_names import Attack
 
 AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> sum to ascend
 
@@ -85,43 +85,14 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> t
     return pgd(model, x, y, eps=eps, step_size=eps, steps=1, start="zero")
 
 
-@dataclass(frozen=True)
-class Attack:
-    """An evaluation attack by name: 'clean', 'fgsm', 'pgd<k>', 'cw<k>' or 'autoattack'."""
-
-    kind: str  # clean | fgsm | pgd | cw | autoattack
-    steps: int = 0  # iterations for pgd and cw
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}{self.steps}" if self.kind in ("pgd", "cw") else self.kind
-
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                step_size: float, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.kind == "clean":
-            return x
-        if self.kind == "fgsm":
-            return fgsm(model, x, y, eps=eps)
-        if self.kind in ("pgd", "cw"):
-            return pgd(model, x, y, eps=eps, step_size=step_size, steps=self.steps,
-                       loss=cross_entropy if self.kind == "pgd" else margin, generator=generator)
-        raise ValueError(f"{self.name} is not a per-batch attack; run it through trainer.evaluate")
-
-
-CW_DEFAULT_STEPS = 20
-
-
-def parse_attack(text: str) -> Attack:
-    """'clean', 'fgsm', 'pgd10', 'pgd-20', 'cw', 'cw30', 'autoattack' (or 'aa')."""
-    s = text.strip().lower().replace("-", "").replace("_", "")
-    if s in ("clean", "fgsm", "autoattack"):
-        return Attack(s)
-    if s == "aa":
-        return Attack("autoattack")
-    if s == "cw":
-        return Attack("cw", CW_DEFAULT_STEPS)
-    m = re.fullmatch(r"(pgd|cw)(\d+)", s)
-    if m and int(m[2]) >= 1:
-        return Attack(m[1], int(m[2]))
-    raise ValueError(f"unknown attack {text!r}: use clean, fgsm, pgd<steps> (e.g. pgd20), "
-                     f"cw or cw<steps>, autoattack")
+def perturb(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+            step_size: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x`` under the per-batch ``attack`` (AutoAttack runs through trainer.evaluate())."""
+    if attack.kind == "clean":
+        return x
+    if attack.kind == "fgsm":
+        return fgsm(model, x, y, eps=eps)
+    if attack.kind in ("pgd", "cw"):
+        return pgd(model, x, y, eps=eps, step_size=step_size, steps=attack.steps,
+                   loss=cross_entropy if attack.kind == "pgd" else margin, generator=generator)
+    raise ValueError(f"{attack.name} is not a per-batch attack; run it through trainer.evaluate()")

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from space_defs.arch import parse_arch
 from space_defs.cost import macs
 
-from .data import DATASETS, Split, dataset_spec
+from .data import Split
+from .datasets import DATASETS, dataset_spec
 from .loop import _Run, _synced_time
 from .models import build_model
 from .recipe import Recipe

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import DatasetSpec, dataset_spec
+from .datasets import DatasetSpec, dataset_spec
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"

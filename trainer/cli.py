@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from fractions import Fraction
 
-from .data import DATASETS, DEFAULT_DATA_DIR, DataUnavailableError, dataset_spec
+from .datasets import DATASETS, DEFAULT_DATA_DIR, DataUnavailableError, dataset_spec
 from .recipe import Recipe
 
 
@@ -132,8 +132,8 @@ def _evaluate(argv: Sequence[str] | None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
 
-    from .attacks import parse_attack
-    from .evaluate import evaluate
+    from .attack_names import parse_attack
+    from .evaluation import evaluate
 
     attacks = [parse_attack(a) for a in args.attacks.split(",") if a.strip()]
     if not attacks:

@@ -1,4 +1,4 @@
-"""Datasets as tensors: the spec of each dataset, fixed seeded splits, on-device augmentation.
+"""Datasets as tensors: fixed seeded splits and on-device augmentation (specs: datasets.py).
 
 A whole dataset is held as one float tensor in [0, 1] on the training device, so batches are
 index gathers and augmentation is a few tensor ops; the CPU path runs the same code.
@@ -6,7 +6,6 @@ index gathers and augmentation is a few tensor ops; the CPU path runs the same c
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,79 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SPLIT_SEED = 0  # the train/val(/test) split is the same for every trial and every recipe seed
-DEFAULT_DATA_DIR = Path(os.environ.get("TRAINER_DATA_DIR", Path.home() / ".cache" / "trainer-data"))
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Everything the model, the attacks and the splits need to know about a dataset."""
-
-    name: str
-    in_channels: int
-    num_classes: int
-    input_size: int  # pixels per side (square images)
-    mean: tuple[float, ...]  # per-channel pixel mean in [0, 1] units, used inside the model
-    std: tuple[float, ...]
-    eps: float  # default Linf budget, [0, 1] pixel units
-    step_size: float  # default PGD step, [0, 1] pixel units
-    val_size: int  # training images held out as the validation split
-    crop_padding: int  # pixels of zero padding for the random crop; 0 = no crop
-    flip: bool  # random horizontal flip fits the data (not for digits or house numbers)
-
-    def arch_fields(self) -> dict[str, int]:
-        """The WRNConfig fields a network for this dataset must have."""
-        return {"in_channels": self.in_channels, "num_classes": self.num_classes,
-                "input_size": self.input_size}
-
-    def check_arch(self, arch) -> None:
-        """ValueError if ``arch`` cannot take this dataset's images or predict its classes."""
-        wrong = {k: getattr(arch, k) for k, v in self.arch_fields().items() if getattr(arch, k) != v}
-        if wrong:
-            need = ", ".join(f"{k}={v}" for k, v in self.arch_fields().items())
-            got = ", ".join(f"{k}={v}" for k, v in wrong.items())
-            raise ValueError(f"architecture {arch.name} does not fit dataset {self.name!r} ({got}); "
-                             f"it needs {need}: build it with trainer.data.adapt_arch(arch, {self.name!r})")
-
-
-_CIFAR_EPS, _CIFAR_STEP = 8 / 255, 2 / 255
-DATASETS: dict[str, DatasetSpec] = {
-    s.name: s for s in (
-        DatasetSpec(name="cifar10", in_channels=3, num_classes=10, input_size=32,
-                    mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616),
-                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=True),
-        DatasetSpec(name="cifar100", in_channels=3, num_classes=100, input_size=32,
-                    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
-                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=True),
-        DatasetSpec(name="svhn", in_channels=3, num_classes=10, input_size=32,
-                    mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970),
-                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=False),
-        # Measured on a 1-1-1/16-32-64 WRN, 15 epochs on 1,400 images: clean training 98.7% clean /
-        # 21% PGD-20 at eps 0.2, PGD-5 training 97.7% / 68%, so 0.2 separates robust from not.
-        DatasetSpec(name="digits", in_channels=1, num_classes=10, input_size=8,
-                    mean=(0.3,), std=(0.38,), eps=0.2, step_size=0.05, val_size=200,
-                    crop_padding=1, flip=False),
-    )
-}
-DIGITS_TEST_SIZE = 397  # digits has no official test split: 1,400 train / 397 test, fixed
-
-
-def dataset_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
-
-
-def adapt_arch(arch, dataset: str):
-    """``arch`` with the input channels, classes and input size of ``dataset``."""
-    import dataclasses
-
-    return dataclasses.replace(arch, **dataset_spec(dataset).arch_fields())
-
-
-class DataUnavailableError(RuntimeError):
-    """The dataset is neither on disk nor downloadable (e.g. offline)."""
+from .datasets import (DEFAULT_DATA_DIR, DIGITS_TEST_SIZE, SPLIT_SEED, DataUnavailableError,
+                       DatasetSpec, dataset_spec)
 
 
 @dataclass(frozen=True)

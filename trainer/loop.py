@@ -19,10 +19,11 @@ from torch import nn
 from space_defs.arch import WRNConfig
 
 from . import checkpoint, status
-from .attacks import Attack
-from .data import DEFAULT_DATA_DIR, DatasetSpec, Split, dataset_spec, load_splits, train_batches
+from .attack_names import Attack
+from .data import Split, load_splits, train_batches
+from .datasets import DEFAULT_DATA_DIR, DatasetSpec, dataset_spec
 from .ema import WeightEMA
-from .evaluate import accuracy
+from .evaluation import accuracy
 from .methods import METHODS, AttackBudget
 from .models import build_model
 from .recipe import Recipe
@@ -74,7 +75,7 @@ def fit(arch: WRNConfig, recipe: Recipe, dataset: str, *,
         device: torch.device | str | None = None) -> FitResult:
     """Train ``arch`` on ``dataset`` with ``recipe``, calling ``report`` after every epoch.
 
-    The architecture must match the dataset's data shape (see ``trainer.data.adapt_arch``).
+    The architecture must match the dataset's data shape (see ``trainer.datasets.adapt_arch``).
     With ``checkpoint_dir`` the full training state is written there atomically after every
     epoch, and a directory that already holds one (e.g. a copy restored by Ray Tune) is resumed
     from: the resumed run computes exactly what an uninterrupted one would (on CPU).

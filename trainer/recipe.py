@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .data import DatasetSpec
+from .datasets import DatasetSpec
 
 METHODS = ("pgd_at", "trades", "mart", "standard")
 SCHEDULES = ("piecewise", "cosine")

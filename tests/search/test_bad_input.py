@@ -3,6 +3,7 @@ traceback, and the storage exactly as it was."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pyarrow as pa
@@ -89,3 +90,15 @@ def test_query_refuses_a_parquet_file_that_is_not_ours(storage):
     before = snapshot(storage)
     refused(query(storage, "top"), "other-sweep")
     assert snapshot(storage) == before
+
+
+def test_the_driver_checks_its_input_without_importing_torch():
+    """The driver never trains: checking a spec (attack names included) and building the Tuner
+    must not pay for torch's import (seconds on 2 cores, before the first trial can start)."""
+    code = ("import sys; from search.spec import SweepSpec; import search.run, search.sweep, "
+            "search.recorder, search.trainable, search.final_eval; "
+            "SweepSpec(name='s', budget=60_000, dataset='digits', max_blocks=2, channel_multiple=4, "
+            "final_attacks=('pgd20', 'cw', 'aa')).check(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

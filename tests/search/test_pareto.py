@@ -50,3 +50,15 @@ def test_aliases_and_errors():
         pareto_front(df, ["nope"])
     with pytest.raises(UsageError, match="not numeric"):
         pareto_front(df, ["dataset"])
+
+
+def test_three_objectives_with_a_large_front_match_brute_force():
+    rng = np.random.default_rng(3)
+    plane = rng.random((2000, 2))
+    on_plane = np.c_[plane, 2 - plane.sum(axis=1)]  # a + b + c = 2: every row on the front
+    assert pareto_mask(on_plane).all()
+    clean = rng.random(3000)
+    trade_off = np.c_[1 - clean + 0.1 * rng.random(3000), clean, rng.integers(0, 20, 3000)]
+    expected = brute_force(trade_off)
+    assert 50 < expected.sum() < 3000
+    assert (pareto_mask(trade_off) == expected).all()

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from trainer.attacks import Attack, cross_entropy, fgsm, kl_from, margin, parse_attack, pgd
-from trainer.evaluate import accuracy
+from trainer.attack_names import Attack, parse_attack
+from trainer.attacks import cross_entropy, fgsm, kl_from, margin, pgd
+from trainer.evaluation import accuracy
 
 SPEC_EPS, SPEC_STEP = 0.2, 0.05
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from trainer.data import DATASETS, DataUnavailableError, augment, dataset_spec, load_splits, train_batches
+from trainer.data import augment, load_splits, train_batches
+from trainer.datasets import DATASETS, DataUnavailableError, dataset_spec
 
 
 def test_digits_splits_are_fixed_disjoint_and_in_unit_range(digits):
