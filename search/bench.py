@@ -80,6 +80,7 @@ def run_bare(n: int, root: str) -> tuple[float, float]:
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)  # Tune as its docs run it
     first = FirstStart()
     start = time.perf_counter()
     tune.Tuner(

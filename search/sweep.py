@@ -154,11 +154,15 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search.optuna import OptunaSearch
 
     from .recorder import SweepRecorder
     from .trainable import train_trial
 
+    # Tune's result.json stays (the recorder backfills from it); its CSV and TensorBoard logs
+    # duplicate the trial database, and tensorboardX would import torch into the driver (3 s).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trainable = tune.with_resources(
         tune.with_parameters(train or train_trial, spec_json=spec.to_json(), data_dir=data_dir),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
@@ -189,7 +193,8 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
             scheduler=scheduler, num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=segment.name, storage_path=sweep.uri, verbose=0,
-            callbacks=[SweepRecorder(spec, sweep.storage, device_name=device_name), *callbacks],
+            callbacks=[JsonLoggerCallback(), SweepRecorder(spec, sweep.storage, device_name=device_name),
+                       *callbacks],
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
