@@ -55,12 +55,12 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
 
     from trainer.attack_names import parse_attack
 
+    from .query import most_robust
     from .store import TrialStore, load_evals, load_trials
 
     names = [parse_attack(a).name for a in spec.final_attacks]
     trials = load_trials(sweep.storage, spec.name)
-    full = trials[(trials["status"] == "finished") & trials["best_val_robust_acc"].notna()]
-    top = full.sort_values("best_val_robust_acc", ascending=False).head(spec.final_eval)
+    top = most_robust(trials[trials["status"] == "finished"]).head(spec.final_eval)
     done = load_evals(sweep.storage, spec.name)
     done_keys = set(zip(done["trial_id"], done["attack"])) if len(done) else set()
     todo = [t for t in top["trial_id"] if not all((t, a) in done_keys for a in names)]

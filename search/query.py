@@ -26,7 +26,7 @@ from .pareto import numeric_column, parse_objectives, pareto_front
 from .schema import FRACTION, TABLES, TRIALS
 from .store import list_sweeps, load_epochs, load_evals, load_trials
 
-__all__ = ["DEFAULT_STORAGE", "Ranking", "load_sweep", "full_fidelity", "top", "pareto_front",
+__all__ = ["DEFAULT_STORAGE", "Ranking", "load_sweep", "full_fidelity", "most_robust", "top", "pareto_front",
            "best", "standard_error", "arch_label", "main"]
 
 DEFAULT_STORAGE = "./runs"  # same default as search.run
@@ -48,6 +48,14 @@ def full_fidelity(df: pd.DataFrame) -> pd.DataFrame:
 def top(df: pd.DataFrame, by: str = "val_robust_acc", n: int = 10, ascending: bool = False) -> pd.DataFrame:
     column = numeric_column(df, by)
     return df.sort_values(column, ascending=ascending, na_position="last", kind="stable").head(n)
+
+
+def most_robust(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials with a validation robust accuracy, most robust first; ties go to the higher clean
+    accuracy, then to fewer parameters, then to the earlier trial id (so reruns agree)."""
+    scored = df[df["best_val_robust_acc"].notna().to_numpy(dtype=bool)]
+    return scored.sort_values(["best_val_robust_acc", "best_val_clean_acc", "params", "trial_id"],
+                              ascending=[False, False, True, True], na_position="last", kind="stable")
 
 
 def standard_error(acc: Any, n: Any) -> Any:
@@ -74,9 +82,8 @@ def best(df: pd.DataFrame, runners_up: int = 4) -> list[Ranking]:
     """Per (dataset, budget, method): the trial with the highest best_val_robust_acc and its
     runners-up. Pass full-fidelity trials (``full_fidelity``) for a fair comparison."""
     rankings = []
-    scored = df[df["best_val_robust_acc"].notna().to_numpy(dtype=bool)]
-    for key, group in scored.groupby(list(GROUP), sort=True):
-        ranked = group.sort_values("best_val_robust_acc", ascending=False, kind="stable").head(runners_up + 1)
+    for key, group in most_robust(df).groupby(list(GROUP), sort=True):
+        ranked = group.head(runners_up + 1)
         acc = ranked["best_val_robust_acc"].to_numpy(dtype=float)
         se = standard_error(acc, ranked["val_size"].to_numpy(dtype=float, na_value=np.nan))
         table = ranked.assign(se_pts=100 * se, gap_pts=100 * (acc[0] - acc),

@@ -239,8 +239,7 @@ def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
         return 0
     store = store or TrialStore(storage, sweep)
     for row in lost:
-        kept = TrialRow(**{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                           for k, v in row.items()})
+        kept = TrialRow.from_record(row)
         store.write(trials=[dataclasses.replace(
             kept, status="lost", updated_at=_now(),
             error="lost: Tune's experiment state holding it was torn (full disk or a kill "

@@ -142,15 +142,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(spec, storage: str) -> str:
     """What the sweep found and where to look next."""
+    from .query import most_robust
     from .store import load_trials
 
     trials = load_trials(storage, spec.name)
     counts = trials["status"].value_counts().to_dict()
     lines = [f"sweep {spec.name}: {len(trials)} trials: "
              + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()))]
-    full = trials[trials["epochs_done"] >= trials["epochs_planned"]]
-    if len(full):
-        best = full.sort_values("best_val_robust_acc", ascending=False).iloc[0]
+    ranked = most_robust(trials[trials["epochs_done"] >= trials["epochs_planned"]])
+    if len(ranked):
+        best = ranked.iloc[0]
         lines.append(
             f"best: d{best.depth1}-{best.depth2}-{best.depth3} c{best.channel1}-{best.channel2}-"
             f"{best.channel3}, {format_count(best.params)} params, {format_count(best.macs)} MACs: "

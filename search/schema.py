@@ -60,6 +60,20 @@ class _Row:
             if f.metadata["unit"] == FRACTION and not (0.0 <= value <= 1.0 or math.isnan(value)):
                 raise ValueError(f"{type(self).__name__}.{f.name} is a fraction in [0, 1], got {value!r}")
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]):
+        """A row read back through pandas, which turns nulls into NaN/NaT and widens an
+        integer column holding any null to float."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = record[f.name]
+            if value is None or value != value:  # NaN, NaT
+                value = None
+            elif column_type(cls, f.name)[0] is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            values[f.name] = value
+        return cls(**values)
+
 
 def _coerce(row: str, name: str, base: type, value: Any) -> Any:
     if base is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickletools
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,25 +201,47 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
 
+# Tune's driver state, saved per run as files stamped with the run's start time
+TUNE_STATE = re.compile(r"(experiment_state|search_gen_state|searcher-state|callback-states)-(.+)\.(json|pkl)")
+
+
 def set_aside_unreadable_state(sweep: SweepDir, segment: Segment, say=print) -> None:
-    """Tune rewrites its experiment state in place, so a full disk or a kill during the write
-    leaves it torn, and Tune then silently starts over. Move torn snapshots aside (newest
-    first) so the restore uses the newest readable one."""
+    """Tune rewrites its driver state (experiment, search generator, searcher, callbacks) in
+    place and copies it to storage without a rename, so a full disk or a kill mid-write leaves
+    a snapshot torn, and Tune then fails or silently starts over. Newest first, move a
+    snapshot with any torn file aside, whole, so the restore uses the newest intact one."""
     import pyarrow.fs as pafs
 
     entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.name}",
                                                        allow_not_found=True))
-    states = sorted(e.path for e in entries if e.base_name.startswith("experiment_state-")
-                    and e.base_name.endswith(".json"))
-    for path in reversed(states):
-        try:
-            with sweep.fs.open_input_stream(path) as f:
-                json.loads(f.read())
+    snapshots: dict[str, list[str]] = {}
+    for e in entries:
+        if m := TUNE_STATE.fullmatch(e.base_name):
+            snapshots.setdefault(m[2], []).append(e.path)
+    for stamp in sorted(snapshots, reverse=True):
+        torn = [p.rsplit("/", 1)[-1] for p in snapshots[stamp] if not _intact(sweep.fs, p)]
+        if not torn:
             return
-        except ValueError:
+        for path in snapshots[stamp]:
             sweep.fs.move(path, path + ".unreadable")
-            say(f"{segment.name}: Tune's snapshot {path.rsplit('/', 1)[-1]} is torn (kept as "
-                ".unreadable); resuming from the one before it")
+        say(f"{segment.name}: Tune's snapshot {stamp} is torn ({', '.join(sorted(torn))}; kept as "
+            ".unreadable); resuming from the one before it")
+
+
+def _intact(fs, path: str) -> bool:
+    """Whether a state file parses to its end: the experiment state is JSON, the others are
+    pickles (search_gen_state's ".json" too), walked with pickletools, never loaded."""
+    with fs.open_input_stream(path) as f:
+        data = f.read()
+    try:
+        if path.rsplit("/", 1)[-1].startswith("experiment_state-"):
+            json.loads(data)
+        else:
+            for _ in pickletools.genops(data):
+                pass
+        return True
+    except ValueError:
+        return False
 
 
 def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, device_name: str,
@@ -258,6 +282,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, device_name
         tuner.fit()
         segments = [*segments[:-1], dataclasses.replace(segment, done=True)]
         sweep.save_segments(segments)
+
 
 class SweepBusy(UsageError):
     """Another driver holds the sweep's lock."""

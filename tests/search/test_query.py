@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.query import best, full_fidelity, load_sweep, main, pareto_front, standard_error, top
+from search.query import (best, full_fidelity, load_sweep, main, most_robust, pareto_front,
+                          standard_error, top)
 from search.schema import EpochRow, EvalRow, TrialRow
 from search.store import TrialStore, load_trials
 from space_defs import WRNConfig, macs, param_count
@@ -152,3 +153,11 @@ def test_bench_runs(capsys):
     run(n_rows=20_000, n_trials=300)
     out = capsys.readouterr().out
     assert "pareto front, 20,000 rows" in out and "load 300 trials after compaction" in out
+
+
+def test_most_robust_breaks_ties_by_clean_accuracy_then_size_then_id():
+    df = pd.DataFrame({"trial_id": ["d", "c", "b", "a", "e"],
+                       "best_val_robust_acc": [0.5, 0.5, 0.5, 0.5, float("nan")],
+                       "best_val_clean_acc": [0.8, 0.9, 0.8, 0.8, 0.99],
+                       "params": [10, 20, 5, 5, 1]})
+    assert list(most_robust(df)["trial_id"]) == ["c", "a", "b", "d"]

@@ -66,6 +66,19 @@ def test_schema_round_trip(tmp_path):
     assert file.schema_arrow.field("gpu_hours").metadata[b"unit"] == b"GPU-hours"
 
 
+def test_rows_read_back_through_pandas_rebuild_exactly(tmp_path):
+    # one trial with a best epoch, one without: pandas widens the int column to float and
+    # turns the nulls into NaN; from_record must give back the rows as written
+    rows = [trial(trial_id="t1", best_val_robust_epoch=2, best_val_robust_acc=0.4),
+            trial(trial_id="t2", status="failed", error="boom")]
+    store = TrialStore(tmp_path, "s")
+    store.write(trials=rows)
+    store.close()
+    loaded = load_trials(tmp_path, "s").sort_values("trial_id").to_dict("records")
+    assert isinstance(loaded[0]["best_val_robust_epoch"], float)  # what pandas does
+    assert [TrialRow.from_record(r) for r in loaded] == rows
+
+
 def test_rows_are_checked_when_built():
     with pytest.raises(ValueError, match="status"):
         trial(status="done")
