@@ -1,7 +1,7 @@
 """Scheduling overhead of our stack vs a bare Tune loop: python -m search.bench [-n 24]
 
 Both run N no-op trials (3 instant epochs each, 2 at a time) on one local Ray: ours through
-search.sweep's Tuner (Optuna define-by-run budget space, ASHA, the trial-database callback,
+search.tuner's Tuner (Optuna define-by-run budget space, ASHA, the trial-database callback,
 epoch checkpoints); the bare one as Tune's docs write it (OptunaSearch + ASHA over a uniform).
 """
 
@@ -35,15 +35,19 @@ def noop_ours(config, *, spec_json: str, data_dir: str) -> None:
     """What our trainable reports, without training: epoch results with a checkpoint."""
     from ray import tune
 
+    from trainer.report import METRICS
+    from trainer.status import Status
+
+    from .trainable import TRIAL_STATUS
+
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(1, EPOCHS + 1):
             with open(os.path.join(tmp, "checkpoint.pt"), "wb") as f:
                 f.write(b"\0" * 1024)
-            tune.report(dict(epoch=epoch, val_robust_acc=config["channel3"] / 1000, val_clean_acc=0.5,
-                             train_loss=1.0, train_clean_acc=0.5, train_adv_acc=0.4, lr=0.1,
-                             train_seconds=0.0, eval_seconds=0.0, epoch_seconds=0.0,
-                             images_per_s=0.0, trial_status="running"),
-                        checkpoint=tune.Checkpoint.from_directory(tmp))
+            metrics = dict.fromkeys(METRICS, 0.5)
+            metrics.update({"epoch": epoch, "val_robust_acc": config["channel3"] / 1000,
+                            TRIAL_STATUS: Status.RUNNING})
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def noop_bare(config) -> None:
@@ -57,8 +61,10 @@ def run_ours(n: int, root: str, command_start: float) -> tuple[float, float]:
     """As search.run does it: check and save the spec, start the embedded Ray, build the Tuner."""
     from trainer.recipe import Recipe
 
+    from .driver import init_ray, quiet_libraries
     from .spec import SweepSpec
-    from .sweep import Segment, SweepDir, build_tuner, init_ray, prepare, quiet_libraries
+    from .sweepdir import Segment, SweepDir, prepare
+    from .tuner import build_tuner
 
     quiet_libraries()
     spec = SweepSpec(name="bench", budget=30_000, dataset="digits", min_blocks=1, max_blocks=2,
@@ -70,7 +76,7 @@ def run_ours(n: int, root: str, command_start: float) -> tuple[float, float]:
     first = FirstStart()
     start = time.perf_counter()
     build_tuner(spec, sweep, Segment("tune-1", n), first=True, data_dir=root, device_name="cpu",
-                restore=False, train=noop_ours, callbacks=[first]).fit()
+                restore=False, trainable=noop_ours, callbacks=[first]).fit()
     return first.at - command_start, time.perf_counter() - start
 
 

@@ -10,12 +10,14 @@ import os
 import tempfile
 import time
 
-from . import faults
-from .schema import EvalRow
+from .db import storage
+from .db.schema import EvalRow
 from .spec import SweepSpec
 
-def best_model_uri(sweep, trial_id: str) -> str | None:
-    """The newest ``best.pt`` Tune persisted for the trial, in any segment of the sweep."""
+
+def best_model_path(sweep, trial_id: str) -> str | None:
+    """The newest ``best.pt`` Tune persisted for the trial, in any segment of the sweep (a
+    path in the sweep's filesystem)."""
     import pyarrow.fs as pafs
 
     found = []
@@ -30,18 +32,19 @@ def best_model_uri(sweep, trial_id: str) -> str | None:
     return max(found) if found else None
 
 
-def evaluate_remote(path: str, local: bool, attacks: tuple[str, ...], data_dir: str) -> dict:
-    """(Runs as a Ray task.) Accuracy and seconds per attack of one saved model."""
+def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_dir: str) -> dict:
+    """(Runs as a Ray task.) Accuracy and seconds per attack of the model saved at ``path`` in
+    the filesystem of ``sweep_uri``."""
     import pyarrow.fs as pafs
 
     from trainer import evaluate
     from trainer.checkpoint import load_model
     from trainer.data import load_splits
 
+    fs, _ = storage.resolve(sweep_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        if not local:
-            fs, remote = pafs.FileSystem.from_uri(path)
-            pafs.copy_files(remote, os.path.join(tmp, "best.pt"), source_filesystem=fs)
+        if not storage.is_local(sweep_uri):
+            pafs.copy_files(path, os.path.join(tmp, "best.pt"), source_filesystem=fs)
             path = os.path.join(tmp, "best.pt")
         start = time.perf_counter()
         accuracies = evaluate(path, attacks=attacks, split="test", data_dir=data_dir)
@@ -54,13 +57,13 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
     import ray
 
     from trainer.attack_names import parse_attack
+    from trainer.status import Status
 
-    from .query import most_robust
-    from .store import TrialStore, load_evals, load_trials
+    from .db import TrialStore, load_evals, load_trials, most_robust
 
     names = [parse_attack(a).name for a in spec.final_attacks]
     trials = load_trials(sweep.storage, spec.name)
-    top = most_robust(trials[trials["status"] == "finished"]).head(spec.final_eval)
+    top = most_robust(trials[trials["status"] == Status.FINISHED]).head(spec.final_eval)
     done = load_evals(sweep.storage, spec.name)
     done_keys = set(zip(done["trial_id"], done["attack"])) if len(done) else set()
     todo = [t for t in top["trial_id"] if not all((t, a) in done_keys for a in names)]
@@ -70,12 +73,11 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
     task = ray.remote(num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial)(evaluate_remote)
     pending = {}
     for trial_id in todo:
-        uri = best_model_uri(sweep, trial_id)
-        if uri is None:
+        path = best_model_path(sweep, trial_id)
+        if path is None:
             say(f"[{trial_id}] final evaluation skipped: no saved model found")
             continue
-        path = uri if sweep.local else f"{sweep.uri.split('://')[0]}://{uri}"
-        pending[task.remote(path, sweep.local, spec.final_attacks, data_dir)] = trial_id
+        pending[task.remote(sweep.uri, path, spec.final_attacks, data_dir)] = trial_id
     say(f"final evaluation of {len(pending)} configs on the test split: {', '.join(names)}")
     store = TrialStore(sweep.storage, spec.name)
     while pending:
@@ -88,7 +90,6 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
                                    recorded_at=now)
                            for attack, acc in out["accuracies"].items()])
         store.flush()
-        faults.fired("final_eval")
         say(f"[{trial_id}] test: " + ", ".join(f"{a} {v:.1%}" for a, v in out["accuracies"].items()))
     store.close()
 

@@ -17,13 +17,13 @@ from ray import tune
 
 from space_defs import WRNConfig, format_count, macs, param_count
 
+from trainer.report import METRICS as EPOCH_FIELDS
+from trainer.status import Status
+
+from .db.schema import EpochRow, TrialRow
 from .provenance import code_version, library_versions
-from .schema import EpochRow, TrialRow
 from .spec import SweepSpec
 from .trainable import ERROR, NOTE, TRIAL_STATUS
-
-EPOCH_FIELDS = ("train_loss", "train_clean_acc", "train_adv_acc", "val_clean_acc",
-                "val_robust_acc", "lr", "train_seconds", "eval_seconds", "images_per_s")
 
 
 def _now() -> dt.datetime:
@@ -48,12 +48,12 @@ class _Trial:
         return max(self.epochs.values(), key=lambda r: r["val_robust_acc"], default=None)
 
 
-def final_status(spec: SweepSpec, trainer_status: str | None, epochs_done: int, errored: bool) -> str:
+def final_status(spec: SweepSpec, trainer_status: str | None, epochs_done: int, errored: bool) -> Status:
     if errored:
-        return "failed"
-    if trainer_status in ("diverged", "catastrophic_overfit", "finished"):
-        return trainer_status
-    return "stopped_early" if epochs_done < spec.recipe.epochs else "finished"
+        return Status.FAILED
+    if trainer_status in (Status.DIVERGED, Status.CATASTROPHIC_OVERFIT, Status.FINISHED):
+        return Status(trainer_status)
+    return Status.STOPPED_EARLY if epochs_done < spec.recipe.epochs else Status.FINISHED
 
 
 class SweepRecorder(tune.Callback):
@@ -84,7 +84,7 @@ class SweepRecorder(tune.Callback):
     @property
     def store(self):
         if self._store is None:
-            from .store import TrialStore
+            from .db import TrialStore
 
             self._store = TrialStore(self.storage, self.spec.name)
         return self._store
@@ -92,7 +92,7 @@ class SweepRecorder(tune.Callback):
     # -- Tune hooks ----------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
         t = self._track(trial)
-        self._write(trial, "running")
+        self._write(trial, Status.RUNNING)
         self._say(trial, f"started {t.arch.name}, {format_count(param_count(t.arch))} params, "
                          f"{format_count(macs(t.arch))} MACs")
 
@@ -107,11 +107,11 @@ class SweepRecorder(tune.Callback):
         for trial in trials:
             if trial.status not in ("TERMINATED", "ERROR"):
                 continue
-            if recorded.get(trial.trial_id, {}).get("status", "running") != "running":
+            if recorded.get(trial.trial_id, {}).get("status", Status.RUNNING) != Status.RUNNING:
                 continue
             t = self._track(trial)
             for result in _tune_results(trial):
-                if result.get(TRIAL_STATUS) == "failed":
+                if result.get(TRIAL_STATUS) == Status.FAILED:
                     t.failure = result.get(ERROR) or "failed"
                 elif "epoch" in result and int(result["epoch"]) not in t.epochs:
                     self._record_epoch(trial, t, result)
@@ -119,13 +119,13 @@ class SweepRecorder(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         t = self._track(trial)
-        if result.get(TRIAL_STATUS) == "failed":
+        if result.get(TRIAL_STATUS) == Status.FAILED:
             t.failure = result.get(ERROR) or "failed"
             return
         if result.get(NOTE):
             self._say(trial, result[NOTE])
         epoch = self._record_epoch(trial, t, result)
-        self._write(trial, "running")
+        self._write(trial, Status.RUNNING)
         robust, clean = result["val_robust_acc"], result["val_clean_acc"]
         self._say(trial, f"epoch {epoch}/{self.spec.recipe.epochs}: val robust {robust:.1%}, "
                          f"clean {clean:.1%}, {result['epoch_seconds']:.1f} s")
@@ -167,7 +167,7 @@ class SweepRecorder(tune.Callback):
 
     def _recorded(self) -> dict[str, dict[str, Any]]:
         if self._earlier is None:
-            from .store import load_epochs, load_trials
+            from .db import load_epochs, load_trials
 
             self.store.flush()
             self._earlier = {}
@@ -229,24 +229,23 @@ def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
     resume (its snapshot was torn, or never written); returns how many there were."""
     import dataclasses
 
-    from .store import TrialStore, load_trials, list_sweeps
+    from .db import TrialStore, list_sweeps, load_trials
 
     if sweep not in list_sweeps(storage):
         return 0
     rows = load_trials(storage, sweep)
-    lost = rows[(rows["status"] == "running") & ~rows["trial_id"].isin(live)].to_dict("records")
+    lost = rows[(rows["status"] == Status.RUNNING) & ~rows["trial_id"].isin(live)].to_dict("records")
     if not lost:
         return 0
     store = store or TrialStore(storage, sweep)
+    store.write(trials=[dataclasses.replace(
+        TrialRow.from_record(row), status=Status.LOST, updated_at=_now(),
+        error="lost: Tune's experiment state holding it was torn (full disk or a kill "
+              "mid-write); a new trial replaces it") for row in lost])
+    store.flush()
     for row in lost:
-        kept = TrialRow.from_record(row)
-        store.write(trials=[dataclasses.replace(
-            kept, status="lost", updated_at=_now(),
-            error="lost: Tune's experiment state holding it was torn (full disk or a kill "
-                  "mid-write); a new trial replaces it")])
         print(f"[{row['trial_id']}] lost with a torn Tune snapshot: recorded as lost, a new "
               "trial replaces it", flush=True)
-    store.flush()
     return len(lost)
 
 

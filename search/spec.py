@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from space_defs import SPACES, SearchSpace, format_count
-from trainer.datasets import dataset_spec
+from space_defs.cli import option
+from trainer.datasets import DATASETS, dataset_spec
 from trainer.recipe import Recipe
 
 OBJECTIVES = {  # reportable metric -> direction
@@ -25,26 +26,30 @@ RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "f
 
 @dataclass(frozen=True, kw_only=True)
 class SweepSpec:
-    name: str
-    budget: int  # parameters
-    dataset: str = "cifar10"
-    space: str = "per_stage"
-    min_blocks: int = 1  # per stage
-    max_blocks: int = 8  # per stage
-    channel_multiple: int = 8  # channels of every stage are multiples of this
-    tolerance: float = 0.01  # fraction of the budget a config may miss it by
-    max_macs: int | None = None  # per image; None = no compute cap
-    objectives: tuple[str, ...] = ("val_robust_acc",)
-    scheduler: str = "asha"  # asha | none
-    grace_period: int = 0  # epochs before ASHA may stop a trial; 0 = a quarter of the schedule
-    seed: int = 0  # of the sampler (every trial trains with recipe.seed)
+    name: str = option(help="sweep name; rerun a name to resume it (default: DATASET-BUDGET-METHOD)")
+    budget: int = option(help="parameter budget, e.g. 36M, 1.5M, 500K")
+    dataset: str = option("cifar10", help=" | ".join(DATASETS))
+    space: str = option("per_stage", help=" | ".join(SPACES))
+    min_blocks: int = option(1, help="fewest blocks per stage")
+    max_blocks: int = option(8, help="most blocks per stage")
+    channel_multiple: int = option(8, help="channels of every stage are multiples of this")
+    tolerance: float = option(0.01, help="fraction of the budget a config may miss it by")
+    max_macs: int | None = option(None, help="compute cap per image, e.g. 10G")
+    objectives: tuple[str, ...] = option(("val_robust_acc",),
+                                         help=f"comma-separated, from {', '.join(OBJECTIVES)}")
+    scheduler: str = option("asha", help=f"{' | '.join(SCHEDULERS)}: early stopping of weak trials")
+    grace_period: int = option(0, help="epochs before ASHA may stop a trial; 0 = a quarter of them")
+    seed: int = option(0, help="seed of the sampler (search.run's --seed also seeds training)")
     recipe: Recipe = field(default_factory=Recipe)
-    trials: int = 16
-    max_concurrent: int = 4  # trials running at once
-    gpus_per_trial: float = 0.0  # fractions pack small trials onto one GPU
-    cpus_per_trial: float = 1.0
-    final_eval: int = 0  # top-K configs evaluated on the test split after the sweep
-    final_attacks: tuple[str, ...] = ("clean", "pgd20", "cw", "autoattack")  # a cascade, in order
+    trials: int = option(16, help="trials in the sweep; a larger number extends a finished sweep")
+    max_concurrent: int = option(4, help="trials running at once")
+    gpus_per_trial: float = option(0.0, help="GPUs per trial; fractions pack small trials onto "
+                                             "one GPU (default when not given: 1 if the cluster "
+                                             "has or can add GPUs)")
+    cpus_per_trial: float = option(1.0, help="CPUs reserved per trial; also its torch threads")
+    final_eval: int = option(0, help="evaluate the top K configs on the test split after the sweep")
+    final_attacks: tuple[str, ...] = option(("clean", "pgd20", "cw", "autoattack"),
+                                            help="the --final-eval cascade, in order")
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -94,8 +99,7 @@ class SweepSpec:
         data = dataset_spec(self.dataset)
         space = dataclasses.replace(SPACES[self.space], depth_range=(self.min_blocks, self.max_blocks),
                                     multiple=self.channel_multiple)
-        return space.for_data(in_channels=data.in_channels, num_classes=data.num_classes,
-                              input_size=data.input_size)
+        return space.for_data(data.data)
 
     def check(self) -> None:
         """Raise ValueError if the space cannot meet the budget (before any trial runs)."""
@@ -140,3 +144,13 @@ def _flat(spec: SweepSpec) -> dict[str, Any]:
     data = dataclasses.asdict(spec)
     recipe = data.pop("recipe")
     return {**data, **{f"recipe.{k}": v for k, v in recipe.items()}}
+
+
+def demo(**overrides: Any) -> SweepSpec:
+    """A small real sweep on the offline digits data: minutes on a 2-core CPU. ``overrides``
+    are SweepSpec fields, and Recipe fields under ``recipe``."""
+    recipe = {**dict(method="pgd_at", epochs=12, steps=5, val_size=200), **overrides.pop("recipe", {})}
+    fields = dict(name="demo", budget=60_000, dataset="digits", trials=8, max_concurrent=2,
+                  min_blocks=1, max_blocks=2, channel_multiple=4, final_eval=2)
+    fields.update(overrides)
+    return SweepSpec(recipe=Recipe(**{"seed": fields.get("seed", 0), **recipe}), **fields)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 from pathlib import Path
@@ -12,11 +11,11 @@ from ray import tune
 
 from space_defs import WRNConfig, macs, param_count
 from trainer.datasets import DataUnavailableError
+from trainer.status import Status
 
 if TYPE_CHECKING:
     from trainer import EpochReport
 
-from . import faults
 from .spec import SweepSpec
 
 TRIAL_STATUS = "trial_status"  # Tune's own "status" is taken
@@ -37,7 +36,7 @@ def failure_result(error: BaseException, last: dict[str, Any] | None, arch: WRNC
     """The last result of a trial that failed for good: the searcher scores it as the worst
     robust accuracy (so TPE learns to avoid such configs) at the epoch it reached."""
     base = dict(last) if last else {"epoch": 0, "params": param_count(arch), "macs": macs(arch)}
-    return {**base, "val_robust_acc": 0.0, "val_clean_acc": 0.0, TRIAL_STATUS: "failed",
+    return {**base, "val_robust_acc": 0.0, "val_clean_acc": 0.0, TRIAL_STATUS: Status.FAILED,
             ERROR: f"{type(error).__name__}: {error}"[:500], NOTE: ""}
 
 
@@ -54,10 +53,7 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
     spec = SweepSpec.from_json(spec_json)
     arch = WRNConfig.from_dict(config)
     recipe = spec.recipe
-    trial_id = tune.get_context().get_trial_id()
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
-    if "diverge" in faults.fired("start", trial_id=trial_id):
-        recipe = dataclasses.replace(recipe, lr=1e9)
     state_dir = Path(tempfile.mkdtemp(prefix="trial-state-"))
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -68,11 +64,6 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
         nonlocal last
         last = epoch_result(epoch, arch)
         tune.report(last, checkpoint=tune.Checkpoint.from_directory(epoch.checkpoint_dir))
-        for action in faults.fired("epoch", trial_id=trial_id, epoch=epoch.epoch):
-            if action == "raise":
-                raise faults.InjectedFault(f"injected failure after epoch {epoch.epoch}")
-            if action == "oom":
-                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
     try:
         fit(arch, recipe, spec.dataset, report=report, checkpoint_dir=state_dir, data_dir=data_dir)

@@ -6,8 +6,31 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .cli import option
+
 BASE_CHANNELS = (16, 32, 64)  # channels of a widen-factor-1 WRN, per stage
 STRIDES = (1, 2, 2)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a network must fit of its data; datasets, spaces and configs all hold one."""
+
+    in_channels: int = option(3, help="image channels")
+    num_classes: int = option(10, help="classes to predict")
+    input_size: int = option(32, help="pixels per side of the square input image")
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "input_size"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 1):
+                raise ValueError(f"DataShape.{name} must be a positive integer, got {value!r}")
+        if not (_is_int(self.num_classes) and self.num_classes >= 2):
+            raise ValueError(f"DataShape.num_classes must be an integer >= 2, got {self.num_classes!r}")
 
 
 @dataclass(frozen=True)
@@ -21,9 +44,7 @@ class WRNConfig:
     depths: tuple[int, int, int]  # blocks per stage
     channels: tuple[int, int, int]  # output channels per stage
     stem_channels: int = 16  # output channels of the 3x3 stem conv
-    in_channels: int = 3  # image channels
-    num_classes: int = 10
-    input_size: int = 32  # square input, pixels per side
+    data: DataShape = DataShape()  # image channels, classes, image side
 
     def __post_init__(self) -> None:
         for name in ("depths", "channels"):
@@ -34,12 +55,11 @@ class WRNConfig:
             if not all(_is_int(v) and v >= 1 for v in value):
                 raise ValueError(f"WRNConfig.{name} must be positive integers, got {value!r}")
             object.__setattr__(self, name, tuple(int(v) for v in value))
-        for name in ("stem_channels", "in_channels", "input_size"):
-            value = getattr(self, name)
-            if not (_is_int(value) and value >= 1):
-                raise ValueError(f"WRNConfig.{name} must be a positive integer, got {value!r}")
-        if not (_is_int(self.num_classes) and self.num_classes >= 2):
-            raise ValueError(f"WRNConfig.num_classes must be an integer >= 2, got {self.num_classes!r}")
+        if not (_is_int(self.stem_channels) and self.stem_channels >= 1):
+            raise ValueError(f"WRNConfig.stem_channels must be a positive integer, "
+                             f"got {self.stem_channels!r}")
+        if not isinstance(self.data, DataShape):
+            raise ValueError(f"WRNConfig.data must be a DataShape, got {self.data!r}")
 
     @property
     def depth(self) -> int:
@@ -60,12 +80,15 @@ class WRNConfig:
         return f"WRN-{self.depth} d{depths} c{channels}"
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat dict of plain values (for Tune configs and Parquet rows)."""
+        """Flat dict of plain values (for Tune configs and Parquet rows): depth1..3,
+        channel1..3, stem_channels and the data shape's fields."""
         flat: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 flat.update({f"{f.name[:-1]}{i + 1}": v for i, v in enumerate(value)})
+            elif isinstance(value, DataShape):
+                flat.update(dataclasses.asdict(value))
             else:
                 flat[f.name] = value
         return flat
@@ -81,13 +104,12 @@ class WRNConfig:
                 if missing:
                     raise ValueError(f"WRNConfig.from_dict: missing {', '.join(missing)}")
                 kw[f.name] = tuple(_plain_int(flat[k]) for k in keys)
+            elif f.name == "data":
+                kw[f.name] = DataShape(**{g.name: _plain_int(flat[g.name])
+                                          for g in dataclasses.fields(DataShape) if g.name in flat})
             elif f.name in flat:
                 kw[f.name] = _plain_int(flat[f.name])
         return cls(**kw)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _plain_int(value: Any) -> Any:

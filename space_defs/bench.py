@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 
 from . import SPACES, format_count, param_count, parse_budget, suggest_config
+from .cli import Parser, integer
 from .trials import RandomParams
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m space_defs.bench", description=__doc__)
-    p.add_argument("--budget", default="36M")
-    p.add_argument("-n", type=int, default=10_000)
+    p = Parser(prog="python -m space_defs.bench", description=__doc__)
+    p.add_argument("--budget", default="36M", help="parameter budget (default: 36M)")
+    p.add_argument("-n", type=integer, default=10_000, help="samples per space (default: 10000)")
     args = p.parse_args()
     budget = parse_budget(args.budget)
     print(f"{args.n} samples per space at {format_count(budget)}, tolerance 1%")

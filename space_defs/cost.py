@@ -55,5 +55,6 @@ def stage_params(cfg: WRNConfig) -> tuple[int, int, int]:
 
 
 def _of(cfg: WRNConfig):
-    return _cost(cfg.depths, cfg.channels, cfg.stem_channels, cfg.in_channels, cfg.num_classes,
-                 cfg.input_size)
+    d = cfg.data
+    return _cost(cfg.depths, cfg.channels, cfg.stem_channels, d.in_channels, d.num_classes,
+                 d.input_size)

@@ -16,9 +16,10 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .arch import BASE_CHANNELS, WRNConfig
+from .arch import BASE_CHANNELS, DataShape, WRNConfig
 from .budget import format_count, parse_budget
-from .cost import _cost
+from .cost import _cost, macs
+from .trials import FixedParams, RandomParams
 
 RATIOS = ("log2_k2_over_k1", "log2_k3_over_k2")  # log2 of widen-factor ratios of neighbour stages
 BLOCKS = ("stage1_blocks", "stage2_blocks", "stage3_blocks")
@@ -54,9 +55,7 @@ class SearchSpace:
     multiple: int = 8  # channels are multiples of this
     max_channels: int = 8192  # per stage
     stem_channels: int = 16
-    in_channels: int = 3
-    num_classes: int = 10
-    input_size: int = 32  # pixels per side
+    data: DataShape = DataShape()  # image channels, classes, image side of every config
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -70,11 +69,12 @@ class SearchSpace:
             raise ValueError("grid_depths must be positive block counts and grid_ratios non-empty")
         if self.multiple < 1 or self.max_channels < self.multiple:
             raise ValueError(f"need 1 <= multiple <= max_channels, got {self.multiple}, {self.max_channels}")
+        if not isinstance(self.data, DataShape):
+            raise ValueError(f"SearchSpace.data must be a DataShape, got {self.data!r}")
 
-    def for_data(self, *, in_channels: int, num_classes: int, input_size: int) -> SearchSpace:
+    def for_data(self, data: DataShape) -> SearchSpace:
         """The same space for another dataset's image shape and label count."""
-        return dataclasses.replace(self, in_channels=in_channels, num_classes=num_classes,
-                                   input_size=input_size)
+        return dataclasses.replace(self, data=data)
 
     # -- sampling -------------------------------------------------------------------------
     def sample_shape(self, trial: Trial) -> tuple[tuple[int, int, int], tuple[float, float]]:
@@ -180,13 +180,13 @@ class SearchSpace:
         space (fewest blocks, width moved into the low-resolution last stage)."""
         cheapest_depths, cheapest_ratios = self._cheapest_shape()
         cheapest = self.solve(cheapest_depths, cheapest_ratios, budget, tolerance)
-        if _macs(cheapest) > max_macs:
+        if macs(cheapest) > max_macs:
             raise InfeasibleBudget(
                 f"max MACs {format_count(max_macs)} is below the cheapest config of space "
                 f"{self.name!r} at budget {format_count(budget)} ({cheapest.name}, "
-                f"{format_count(_macs(cheapest))} MACs); raise the cap or lower the budget")
+                f"{format_count(macs(cheapest))} MACs); raise the cap or lower the budget")
         config = self.solve(depths, ratios, budget, tolerance)
-        if _macs(config) <= max_macs:
+        if macs(config) <= max_macs:
             return config
         feasible, low, high = cheapest, 0.0, 1.0
         for _ in range(16):
@@ -194,7 +194,7 @@ class SearchSpace:
             blend_depths = tuple(round(d + t * (c - d)) for d, c in zip(depths, cheapest_depths))
             blend_ratios = tuple(r + t * (c - r) for r, c in zip(ratios, cheapest_ratios))
             candidate = self.solve(blend_depths, blend_ratios, budget, tolerance)
-            if _macs(candidate) <= max_macs:
+            if macs(candidate) <= max_macs:
                 feasible, high = candidate, t
             else:
                 low = t
@@ -208,7 +208,7 @@ class SearchSpace:
             raise ValueError(f"tolerance must be a fraction in (0, 1), got {tolerance}")
         rng = random.Random(0)
         probes = [self._corner_trial(c) for c in self._corners()]
-        probes += [_random_trial(rng) for _ in range(200)]
+        probes += [RandomParams(rng) for _ in range(200)]
         for trial in probes:
             depths, ratios = self.sample_shape(trial)
             if max_macs is None:
@@ -218,15 +218,14 @@ class SearchSpace:
 
     # -- helpers ----------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int, int, int]:
-        return self.stem_channels, self.in_channels, self.num_classes, self.input_size
+        return self.stem_channels, self.data.in_channels, self.data.num_classes, self.data.input_size
 
     def _params(self, depths, channels) -> float:
         return _cost(depths, channels, *self._shape())[0]
 
     def _config(self, depths, channels) -> WRNConfig:
         return WRNConfig(depths=tuple(depths), channels=tuple(int(c) for c in channels),
-                         stem_channels=self.stem_channels, in_channels=self.in_channels,
-                         num_classes=self.num_classes, input_size=self.input_size)
+                         stem_channels=self.stem_channels, data=self.data)
 
     def _cheapest_shape(self) -> tuple[tuple[int, int, int], tuple[float, float]]:
         if self.kind == "uniform":
@@ -240,7 +239,7 @@ class SearchSpace:
         n = 1 if self.kind == "uniform" else 5
         return list(itertools.product((0, 1), repeat=n))
 
-    def _corner_trial(self, corner: tuple[int, ...]) -> _Corner:
+    def _corner_trial(self, corner: tuple[int, ...]) -> FixedParams:
         if self.kind == "grid":
             choices = [sorted(self.grid_depths)] * 3 + [sorted(self.grid_ratios)] * 2
             names = BLOCKS + RATIOS
@@ -249,7 +248,7 @@ class SearchSpace:
         else:
             choices = [self.depth_range] * 3 + [self.ratio_range] * 2
             names = BLOCKS + RATIOS
-        return _Corner({n: c[-1] if end else c[0] for n, c, end in zip(names, choices, corner)})
+        return FixedParams({n: c[-1] if end else c[0] for n, c, end in zip(names, choices, corner)})
 
 
 def _clip(value, low, high):
@@ -260,11 +259,6 @@ def _put(channels, index, value):
     out = list(channels)
     out[index] = value
     return out
-
-
-def _macs(cfg: WRNConfig) -> int:
-    return _cost(cfg.depths, cfg.channels, cfg.stem_channels, cfg.in_channels, cfg.num_classes,
-                 cfg.input_size)[1]
 
 
 def _solve_quadratic(f, target: float, probes=(2.0, 3.0, 4.0)) -> float:
@@ -279,27 +273,6 @@ def _solve_quadratic(f, target: float, probes=(2.0, 3.0, 4.0)) -> float:
     if disc < 0:
         return 0.0
     return (-b + math.sqrt(disc)) / (2 * a)
-
-
-class _Corner:
-    """A trial that answers every suggest_* with a preset value."""
-
-    def __init__(self, values: dict[str, Any]):
-        self.values = values
-
-    def suggest_int(self, name, low, high):
-        return self.values[name]
-
-    suggest_float = suggest_int
-
-    def suggest_categorical(self, name, choices):
-        return self.values[name]
-
-
-def _random_trial(rng: random.Random):
-    from .trials import RandomParams
-
-    return RandomParams(rng)
 
 
 SPACES: dict[str, SearchSpace] = {
@@ -333,5 +306,5 @@ def baselines(budget: int | str, *, space: str | SearchSpace = "per_stage",
               max_macs: int | None = None, tolerance: float = 0.01) -> list[WRNConfig]:
     """The reference networks of ``space.baseline_params()`` at this budget."""
     space = get_space(space)
-    return [suggest_config(_Corner(p), budget, space=space, max_macs=max_macs, tolerance=tolerance)
+    return [suggest_config(FixedParams(p), budget, space=space, max_macs=max_macs, tolerance=tolerance)
             for p in space.baseline_params()]

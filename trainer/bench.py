@@ -11,19 +11,18 @@ every PGD step adds one forward+backward.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from space_defs.arch import parse_arch
+from space_defs.cli import Parser, integer
 from space_defs.cost import macs
 
 from .data import Split
 from .datasets import DATASETS, dataset_spec
-from .loop import _Run, _synced_time
+from .loop import Run, synced_time
 from .models import build_model
 from .recipe import Recipe
 
@@ -32,11 +31,11 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A
 
 def ours(arch, spec, recipe: Recipe, split: Split, warmup: Split, device) -> float:
     """Seconds for one pass over ``split`` through fit()'s own training epoch."""
-    run = _Run.start(arch, recipe, spec, device)
+    run = Run.start(arch, recipe, spec, device)
     run.train_epoch(warmup)
-    t0 = _synced_time(device)
+    t0 = synced_time(device)
     run.train_epoch(split)
-    return _synced_time(device) - t0
+    return synced_time(device) - t0
 
 
 def reference(arch, spec, recipe: Recipe, split: Split, warmup: Split, device) -> float:
@@ -58,9 +57,9 @@ def reference(arch, spec, recipe: Recipe, split: Split, warmup: Split, device) -
             opt.step()
 
     epoch(warmup)
-    t0 = _synced_time(device)
+    t0 = synced_time(device)
     epoch(split)
-    return _synced_time(device) - t0
+    return synced_time(device) - t0
 
 
 def _textbook_pgd(model: nn.Module, x, y, *, eps: float, alpha: float, steps: int) -> torch.Tensor:
@@ -76,21 +75,27 @@ def _textbook_pgd(model: nn.Module, x, y, *, eps: float, alpha: float, steps: in
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="WRN-16-1")
-    p.add_argument("--dataset", default="cifar10", choices=list(DATASETS), help="only its image shape is used")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batches", type=int, default=3, help="timed SGD steps (after 1 warm-up step)")
-    p.add_argument("--device", default=None)
+    p = Parser(prog="python -m trainer.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="WRN-16-1", help="(default: WRN-16-1)")
+    p.add_argument("--dataset", default="cifar10", choices=list(DATASETS),
+                   help="only its image shape is used (default: cifar10)")
+    p.add_argument("--batch-size", type=integer, default=128, help="images per step (default: 128)")
+    p.add_argument("--batches", type=integer, default=3,
+                   help="timed SGD steps after 1 warm-up step (default: 3)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     spec = dataset_spec(args.dataset)
-    arch = parse_arch(args.arch, **spec.arch_fields())
+    try:
+        arch = parse_arch(args.arch, data=spec.data)
+    except ValueError as e:
+        p.error(str(e))
     n = args.batch_size * args.batches
     g = torch.Generator().manual_seed(0)
-    shape = (spec.in_channels, spec.input_size, spec.input_size)
-    split = Split(torch.rand(n, *shape, generator=g), torch.randint(spec.num_classes, (n,), generator=g)).to(device)
+    shape = (spec.data.in_channels, spec.data.input_size, spec.data.input_size)
+    split = Split(torch.rand(n, *shape, generator=g),
+                  torch.randint(spec.data.num_classes, (n,), generator=g)).to(device)
     warmup = split.head(args.batch_size)
     print(f"{arch.name} ({spec.name} shape), batch {args.batch_size}, {args.batches} timed steps, "
           f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "

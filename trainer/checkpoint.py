@@ -8,13 +8,13 @@ carry ``arch`` (WRNConfig.to_dict()) and ``dataset`` so a model can be rebuilt f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .datasets import DatasetSpec, dataset_spec
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -23,9 +23,8 @@ BEST_FILE = "best.pt"
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Readers (and a crash mid-write) see the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The command lines ``python -m trainer.fit`` and ``python -m trainer.evaluate``.
+"""The command line ``python -m trainer fit|evaluate`` (see ``python -m trainer --help``).
 
 Bad input exits with status 2 and one line saying what is wrong and how to fix it.
 """
@@ -6,79 +6,62 @@ Bad input exits with status 2 and one line saying what is wrong and how to fix i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-from fractions import Fraction
+
+from space_defs.cli import Parser, UsageError, add_fields, given, integer, number
 
 from .datasets import DATASETS, DEFAULT_DATA_DIR, DataUnavailableError, dataset_spec
 from .recipe import Recipe
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of argparse's usage block
-        raise UsageError(f"{message} (see --help)")
-
-
-def _number(text: str) -> float:
-    """'0.1', '8/255' (fractions read naturally for pixel budgets)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = Parser(prog="python -m trainer", description="Train or evaluate one Wide-ResNet.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,evaluate}")
+    _fit_options(commands.add_parser("fit", help="adversarially train one Wide-ResNet",
+                                     description="Adversarially train one Wide-ResNet."))
+    _evaluate_options(commands.add_parser(
+        "evaluate", help="robust accuracy of a checkpoint",
+        description="Robust accuracy of a checkpoint (file or run directory)."))
+    args = parser.parse_args(argv)
     try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
-def _optional(parse):
-    def parse_or_none(text: str):
-        return None if text.strip().lower() in ("none", "off") else parse(text)
-    parse_or_none.__name__ = parse.__name__
-    return parse_or_none
-
-
-def _recipe_options(parser: argparse.ArgumentParser) -> None:
-    """One --flag per Recipe field, typed from its annotation, defaulting to the Recipe's default."""
-    parse = {"int": int, "float": _number, "str": str, "float | None": _optional(_number),
-             "bool": lambda s: {"true": True, "1": True, "false": False, "0": False}[s.lower()]}
-    group = parser.add_argument_group("recipe (trainer.Recipe fields)")
-    for f in dataclasses.fields(Recipe):
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=parse[f.type],
-                           default=f.default, help=f"default {f.default}")
-
-
-def _run(main, argv: Sequence[str] | None, prog: str) -> int:
-    try:
-        return main(argv)
-    except (UsageError, ValueError, FileNotFoundError, DataUnavailableError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return args.run(args)
+    except (ValueError, FileNotFoundError, DataUnavailableError) as e:
+        args.parser.error(str(e))
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{args.parser.prog}: interrupted", file=sys.stderr)
         return 130
 
 
-def fit_main(argv: Sequence[str] | None = None) -> int:
-    return _run(_fit, argv, "trainer.fit")
-
-
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    return _run(_evaluate, argv, "trainer.evaluate")
-
-
-def _fit(argv: Sequence[str] | None) -> int:
-    p = _Parser(prog="python -m trainer.fit", description="Adversarially train one Wide-ResNet.")
-    p.add_argument("--arch", default="WRN-16-4", help="WRN-<depth>-<k>, WRN-34-R or 'd5-5-5 c320-640-512'")
-    p.add_argument("--dataset", default="cifar10", choices=list(DATASETS))
+def _fit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default="WRN-16-4",
+                   help="WRN-<depth>-<k>, WRN-34-R or 'd5-5-5 c320-640-512' (default: WRN-16-4)")
+    p.add_argument("--dataset", default="cifar10", choices=list(DATASETS), help="(default: cifar10)")
     p.add_argument("--checkpoint-dir", default=None, help="resumable state; resumed if it holds one")
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="(default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    _recipe_options(p)
-    args = p.parse_args(argv)
+    add_fields(p.add_argument_group("recipe (trainer.Recipe fields)"), Recipe)
+    p.set_defaults(run=_fit, parser=p)
 
+
+def _evaluate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt)")
+    p.add_argument("--attacks", default="clean,pgd20,cw",
+                   help="comma-separated: clean, fgsm, pgd<k>, cw[<k>], autoattack (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="(default: test)")
+    p.add_argument("--n", type=integer, default=None, help="first n images of the split (default: all)")
+    p.add_argument("--eps", type=number, default=None,
+                   help="L-inf radius in [0, 1] pixel units, e.g. 8/255 (default: the dataset's)")
+    p.add_argument("--step-size", type=number, default=None,
+                   help="attack step in [0, 1] pixel units (default: the dataset's)")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="(default: %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(run=_evaluate, parser=p)
+
+
+def _fit(args: argparse.Namespace) -> int:
     import torch
     from space_defs.arch import parse_arch
     from tqdm import tqdm
@@ -86,8 +69,8 @@ def _fit(argv: Sequence[str] | None) -> int:
     from .loop import fit
 
     spec = dataset_spec(args.dataset)
-    arch = parse_arch(args.arch, **spec.arch_fields())
-    recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)})
+    arch = parse_arch(args.arch, data=spec.data)
+    recipe = Recipe(**given(args, Recipe))
     device = torch.device(args.device) if args.device else None
     bar = None  # opened at the first report, so a data or input error prints alone
 
@@ -117,21 +100,7 @@ def _fit(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def _evaluate(argv: Sequence[str] | None) -> int:
-    p = _Parser(prog="python -m trainer.evaluate",
-                description="Robust accuracy of a checkpoint (file or run directory).")
-    p.add_argument("checkpoint")
-    p.add_argument("--attacks", default="clean,pgd20,cw",
-                   help="comma-separated: clean, fgsm, pgd<k>, cw[<k>], autoattack")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--n", type=int, default=None, help="first n images of the split (default all)")
-    p.add_argument("--eps", type=_optional(_number), default=None, help="default: the dataset's, e.g. 8/255")
-    p.add_argument("--step-size", type=_optional(_number), default=None)
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    args = p.parse_args(argv)
-
+def _evaluate(args: argparse.Namespace) -> int:
     from .attack_names import parse_attack
     from .evaluation import evaluate
 

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from space_defs.arch import DataShape
+
 SPLIT_SEED = 0  # the train/val(/test) split is the same for every trial and every recipe seed
 DEFAULT_DATA_DIR = Path(os.environ.get("TRAINER_DATA_DIR", Path.home() / ".cache" / "trainer-data"))
 
@@ -17,9 +19,7 @@ class DatasetSpec:
     """Everything the model, the attacks and the splits need to know about a dataset."""
 
     name: str
-    in_channels: int
-    num_classes: int
-    input_size: int  # pixels per side (square images)
+    data: DataShape  # image channels, classes, pixels per side: what a network for it must fit
     mean: tuple[float, ...]  # per-channel pixel mean in [0, 1] units, used inside the model
     std: tuple[float, ...]
     eps: float  # default Linf budget, [0, 1] pixel units
@@ -28,36 +28,29 @@ class DatasetSpec:
     crop_padding: int  # pixels of zero padding for the random crop; 0 = no crop
     flip: bool  # random horizontal flip fits the data (not for digits or house numbers)
 
-    def arch_fields(self) -> dict[str, int]:
-        """The WRNConfig fields a network for this dataset must have."""
-        return {"in_channels": self.in_channels, "num_classes": self.num_classes,
-                "input_size": self.input_size}
-
     def check_arch(self, arch) -> None:
         """ValueError if ``arch`` cannot take this dataset's images or predict its classes."""
-        wrong = {k: getattr(arch, k) for k, v in self.arch_fields().items() if getattr(arch, k) != v}
-        if wrong:
-            need = ", ".join(f"{k}={v}" for k, v in self.arch_fields().items())
-            got = ", ".join(f"{k}={v}" for k, v in wrong.items())
-            raise ValueError(f"architecture {arch.name} does not fit dataset {self.name!r} ({got}); "
-                             f"it needs {need}: build it with trainer.datasets.adapt_arch(arch, {self.name!r})")
+        if arch.data != self.data:
+            raise ValueError(f"architecture {arch.name} does not fit dataset {self.name!r} ({arch.data}); "
+                             f"it needs {self.data}: build it with trainer.datasets.adapt_arch(arch, "
+                             f"{self.name!r})")
 
 
 _CIFAR_EPS, _CIFAR_STEP = 8 / 255, 2 / 255
 DATASETS: dict[str, DatasetSpec] = {
     s.name: s for s in (
-        DatasetSpec(name="cifar10", in_channels=3, num_classes=10, input_size=32,
+        DatasetSpec(name="cifar10", data=DataShape(in_channels=3, num_classes=10, input_size=32),
                     mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616),
                     eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=True),
-        DatasetSpec(name="cifar100", in_channels=3, num_classes=100, input_size=32,
+        DatasetSpec(name="cifar100", data=DataShape(in_channels=3, num_classes=100, input_size=32),
                     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
                     eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=True),
-        DatasetSpec(name="svhn", in_channels=3, num_classes=10, input_size=32,
+        DatasetSpec(name="svhn", data=DataShape(in_channels=3, num_classes=10, input_size=32),
                     mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970),
                     eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=False),
         # Measured on a 1-1-1/16-32-64 WRN, 15 epochs on 1,400 images: clean training 98.7% clean /
         # 21% PGD-20 at eps 0.2, PGD-5 training 97.7% / 68%, so 0.2 separates robust from not.
-        DatasetSpec(name="digits", in_channels=1, num_classes=10, input_size=8,
+        DatasetSpec(name="digits", data=DataShape(in_channels=1, num_classes=10, input_size=8),
                     mean=(0.3,), std=(0.38,), eps=0.2, step_size=0.05, val_size=200,
                     crop_padding=1, flip=False),
     )
@@ -74,7 +67,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 def adapt_arch(arch, dataset: str):
     """``arch`` with the input channels, classes and input size of ``dataset``."""
-    return dataclasses.replace(arch, **dataset_spec(dataset).arch_fields())
+    return dataclasses.replace(arch, data=dataset_spec(dataset).data)
 
 
 class DataUnavailableError(RuntimeError):

@@ -18,7 +18,7 @@ from torch import nn
 
 from space_defs.arch import WRNConfig
 
-from . import checkpoint, status
+from . import checkpoint
 from .attack_names import Attack
 from .data import Split, load_splits, train_batches
 from .datasets import DEFAULT_DATA_DIR, DatasetSpec, dataset_spec
@@ -27,36 +27,15 @@ from .evaluation import accuracy
 from .methods import METHODS, AttackBudget
 from .models import build_model
 from .recipe import Recipe
+from .report import EpochReport
+from .status import Status, catastrophic_overfit, diverged
 
 CHECK_EVERY = 20  # SGD steps between NaN checks of the running loss (each check syncs a GPU)
 
 
 @dataclass(frozen=True)
-class EpochReport:
-    epoch: int  # 1-based
-    train_loss: float  # mean training objective of the epoch
-    train_clean_acc: float
-    train_adv_acc: float  # on the training attack's examples (= clean for method 'standard')
-    val_clean_acc: float  # whole validation split
-    val_robust_acc: float  # PGD-k on the recipe's fixed validation subset
-    lr: float
-    epoch_seconds: float  # training + validation (not the checkpoint write)
-    train_seconds: float
-    eval_seconds: float
-    images_per_s: float  # training images per second
-    status: str  # running | finished | diverged | catastrophic_overfit
-    checkpoint_dir: str | None = None  # holds the checkpoint written after this epoch
-    note: str = ""  # something the user should know, e.g. an unreadable checkpoint was skipped
-
-    def metrics(self) -> dict[str, float]:
-        """The numeric fields as plain floats (flat names, as Tune and Parquet want them)."""
-        return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.name not in ("status", "checkpoint_dir", "note")}
-
-
-@dataclass(frozen=True)
 class FitResult:
-    status: str
+    status: Status
     epochs_done: int
     final: EpochReport | None  # the last epoch (its val metrics and the epoch they reflect)
     best: EpochReport | None  # the epoch with the highest val_robust_acc
@@ -91,7 +70,7 @@ def fit(arch: WRNConfig, recipe: Recipe, dataset: str, *,
         raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(splits.train)} training images "
                          f"of {spec.name}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    run = _Run.start(arch, recipe, spec, device)
+    run = Run.start(arch, recipe, spec, device)
     note = ""
     if ckpt_dir is not None and (ckpt_dir / checkpoint.CHECKPOINT_FILE).is_file():
         try:
@@ -108,7 +87,7 @@ def fit(arch: WRNConfig, recipe: Recipe, dataset: str, *,
     elif ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    while run.status == status.RUNNING and run.epoch < recipe.epochs:
+    while run.status == Status.RUNNING and run.epoch < recipe.epochs:
         epoch_report = run.epoch_step(splits.train, splits.val, ckpt_dir)
         if note:
             epoch_report, note = dataclasses.replace(epoch_report, note=note), ""
@@ -118,8 +97,12 @@ def fit(arch: WRNConfig, recipe: Recipe, dataset: str, *,
 
 
 @dataclass
-class _Run:
-    """The mutable state of one training run; exactly what a checkpoint holds."""
+class Run:
+    """The mutable state of one training run; exactly what a checkpoint holds.
+
+    ``fit`` drives it epoch by epoch; ``Run.start(...).train_epoch(split)`` alone is one
+    epoch of SGD exactly as ``fit`` does it (``trainer.bench`` times that).
+    """
 
     arch: WRNConfig
     recipe: Recipe
@@ -130,11 +113,11 @@ class _Run:
     ema: WeightEMA | None
     data_rng: torch.Generator  # data order and augmentation
     epoch: int = 0  # epochs done
-    status: str = status.RUNNING
+    status: Status = Status.RUNNING
     history: list[EpochReport] = field(default_factory=list)
 
     @classmethod
-    def start(cls, arch: WRNConfig, recipe: Recipe, spec: DatasetSpec, device: torch.device) -> _Run:
+    def start(cls, arch: WRNConfig, recipe: Recipe, spec: DatasetSpec, device: torch.device) -> Run:
         random.seed(recipe.seed)
         np.random.seed(recipe.seed)
         torch.manual_seed(recipe.seed)
@@ -163,33 +146,33 @@ class _Run:
             group["lr"] = lr
         t0 = time.perf_counter()
         loss, clean_acc, adv_acc, images = self.train_epoch(train)
-        t1 = _synced_time(self.device)
-        if status.diverged(loss):
-            self.status = status.DIVERGED
+        t1 = synced_time(self.device)
+        if diverged(loss):
+            self.status = Status.DIVERGED
             val_clean = val_robust = 0.0  # the weights are not finite: nothing to measure
         else:
             val_clean, val_robust = self.validate(val)
-        t2 = _synced_time(self.device)
+        t2 = synced_time(self.device)
         self.epoch += 1
-        if self.status == status.RUNNING:
+        if self.status == Status.RUNNING:
             self.status = self.judge(val_robust, adv_acc)
         epoch_report = EpochReport(
             epoch=self.epoch, train_loss=loss, train_clean_acc=clean_acc, train_adv_acc=adv_acc,
-            val_clean_acc=val_clean, val_robust_acc=val_robust, lr=lr, epoch_seconds=t2 - t0,
-            train_seconds=t1 - t0, eval_seconds=t2 - t1, images_per_s=images / (t1 - t0),
+            val_clean_acc=val_clean, val_robust_acc=val_robust, lr=lr, train_seconds=t1 - t0,
+            eval_seconds=t2 - t1, images_per_s=images / (t1 - t0), epoch_seconds=t2 - t0,
             status=self.status, checkpoint_dir=str(ckpt_dir) if ckpt_dir is not None else None)
         self.history.append(epoch_report)
         if ckpt_dir is not None:
             self.save(ckpt_dir)
         return epoch_report
 
-    def judge(self, val_robust: float, train_adv_acc: float) -> str:
+    def judge(self, val_robust: float, train_adv_acc: float) -> Status:
         past = self.history
-        if status.catastrophic_overfit([r.val_robust_acc for r in past] + [val_robust],
-                                       [r.train_adv_acc for r in past] + [train_adv_acc],
-                                       drop=self.recipe.collapse_drop):
-            return status.CATASTROPHIC_OVERFIT
-        return status.FINISHED if self.epoch == self.recipe.epochs else status.RUNNING
+        if catastrophic_overfit([r.val_robust_acc for r in past] + [val_robust],
+                                [r.train_adv_acc for r in past] + [train_adv_acc],
+                                drop=self.recipe.collapse_drop):
+            return Status.CATASTROPHIC_OVERFIT
+        return Status.FINISHED if self.epoch == self.recipe.epochs else Status.RUNNING
 
     def train_epoch(self, train: Split) -> tuple[float, float, float, int]:
         """(mean loss, clean accuracy, adversarial accuracy, images) of one epoch of SGD."""
@@ -234,7 +217,7 @@ class _Run:
     def state(self) -> dict[str, Any]:
         return {
             "arch": self.arch.to_dict(), "recipe": self.recipe.to_dict(), "dataset": self.spec.name,
-            "epoch": self.epoch, "status": self.status,
+            "epoch": self.epoch, "status": self.status.value,
             "history": [_report_state(h) for h in self.history],
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.model.state_dict() if self.ema is not None else None,
@@ -269,11 +252,11 @@ class _Run:
         np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
         random.setstate(rng["python"])
         self.data_rng.set_state(rng["data"])
-        self.epoch, self.status = state["epoch"], state["status"]
+        self.epoch, self.status = state["epoch"], Status(state["status"])
         self.history = [EpochReport(**h) for h in state["history"]]
 
     def best(self) -> EpochReport | None:
-        finite = [h for h in self.history if h.status != status.DIVERGED]
+        finite = [h for h in self.history if h.status != Status.DIVERGED]
         return max(finite, key=lambda h: h.val_robust_acc, default=None)
 
     def result(self, ckpt_dir: Path | None) -> FitResult:
@@ -292,7 +275,7 @@ class _Run:
 
 def _report_state(r: EpochReport) -> dict[str, Any]:
     """A report as plain values; the directory is not kept (a restored copy lives elsewhere)."""
-    return {**dataclasses.asdict(r), "checkpoint_dir": None}
+    return {**dataclasses.asdict(r), "status": r.status.value, "checkpoint_dir": None}
 
 
 def _numpy_state() -> tuple:
@@ -300,7 +283,8 @@ def _numpy_state() -> tuple:
     return kind, keys.tolist(), int(pos), int(has_gauss), float(cached)
 
 
-def _synced_time(device: torch.device) -> float:
+def synced_time(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has finished its queued work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()

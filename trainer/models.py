@@ -33,18 +33,18 @@ class WideResNet(nn.Module):
                  std: tuple[float, ...] | None = None):
         super().__init__()
         self.cfg = cfg
-        mean = mean or (0.5,) * cfg.in_channels
-        std = std or (0.5,) * cfg.in_channels
+        mean = mean or (0.5,) * cfg.data.in_channels
+        std = std or (0.5,) * cfg.data.in_channels
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        self.stem = nn.Conv2d(cfg.in_channels, cfg.stem_channels, 3, 1, 1, bias=False)
+        self.stem = nn.Conv2d(cfg.data.in_channels, cfg.stem_channels, 3, 1, 1, bias=False)
         layers, c_in = [], cfg.stem_channels
         for depth, c, stride in zip(cfg.depths, cfg.channels, STRIDES):
             layers += [Block(c_in, c, stride)] + [Block(c, c, 1) for _ in range(depth - 1)]
             c_in = c
         self.blocks = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(c_in)
-        self.fc = nn.Linear(c_in, cfg.num_classes)
+        self.fc = nn.Linear(c_in, cfg.data.num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from space_defs.cli import option
+
 from .datasets import DatasetSpec
 
 METHODS = ("pgd_at", "trades", "mart", "standard")
@@ -20,28 +22,35 @@ AMP_DTYPES = ("auto", "bf16", "none")
 
 @dataclass(frozen=True)
 class Recipe:
-    method: str = "trades"  # pgd_at | trades | mart | standard (no attack: the baseline)
-    epochs: int = 100
-    batch_size: int = 128  # images per SGD step
-    lr: float = 0.1  # initial SGD learning rate
-    momentum: float = 0.9
-    weight_decay: float = 2e-4  # L2 on all parameters; 5e-4 is the other common choice
-    schedule: str = "piecewise"  # piecewise: x0.1 at 75%, x0.01 at 90% of epochs | cosine
-    grad_clip: float | None = 5.0  # max global L2 norm of the gradient; None = no clipping
-    eps: float | None = None  # Linf budget, [0, 1] pixel units; None = the dataset's default
-    step_size: float | None = None  # PGD step, [0, 1] pixel units; None = the dataset's default
-    steps: int = 10  # PGD iterations while training
-    beta: float = 6.0  # TRADES / MART robustness weight (unused by pgd_at)
-    val_attack_steps: int = 10  # PGD iterations of the per-epoch validation attack
-    val_size: int = 1000  # validation images attacked each epoch (a fixed subset)
-    ema_decay: float | None = None  # weight EMA per step, e.g. 0.999; None = off
-    amp: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU | bf16 | none
-    channels_last: bool = True  # NHWC memory format on GPU (tensor cores). Not on CPU: torch
-    #                             2.14.1's CPU conv backward corrupts the heap in channels_last
-    #                             for some narrow stages (4 channels), killing the process
-    collapse_drop: float = 0.5  # relative fall of val PGD acc from its best that, with rising
-    #                             train accuracy, counts as catastrophic overfitting
-    seed: int = 0
+    method: str = option("trades", help="pgd_at | trades | mart | standard (no attack: the baseline)")
+    epochs: int = option(100, help="epochs of the full schedule")
+    batch_size: int = option(128, help="images per SGD step")
+    lr: float = option(0.1, help="initial SGD learning rate")
+    momentum: float = option(0.9, help="SGD momentum")
+    weight_decay: float = option(2e-4, help="L2 penalty on all parameters; 5e-4 is the other "
+                                             "common choice")
+    schedule: str = option("piecewise", help="piecewise: lr x0.1 at 75% and x0.01 at 90% of "
+                                               "the epochs | cosine")
+    grad_clip: float | None = option(5.0, help="max global L2 norm of the gradient; none = no "
+                                                 "clipping")
+    eps: float | None = option(None, help="L-inf training radius in [0, 1] pixel units, e.g. "
+                                            "8/255; none = the dataset's")
+    step_size: float | None = option(None, help="PGD step in [0, 1] pixel units; none = the "
+                                                  "dataset's")
+    steps: int = option(10, help="PGD iterations per training batch")
+    beta: float = option(6.0, help="TRADES / MART robustness weight (unused by pgd_at)")
+    val_attack_steps: int = option(10, help="PGD iterations of the per-epoch validation attack")
+    val_size: int = option(1000, help="validation images attacked each epoch (a fixed subset)")
+    ema_decay: float | None = option(None, help="weight EMA decay per SGD step, e.g. 0.999; "
+                                                  "none = no EMA")
+    amp: str = option("auto", help="auto: bf16 autocast on GPU, fp32 on CPU | bf16 | none")
+    # Never on CPU: torch 2.14.1's CPU conv backward corrupts the heap in channels_last for
+    # some narrow stages (4 channels), killing the process.
+    channels_last: bool = option(True, help="NHWC memory format on GPU (tensor cores)")
+    collapse_drop: float = option(0.5, help="relative fall of val PGD accuracy from its best "
+                                              "that, with rising training accuracy, counts as "
+                                              "catastrophic overfitting")
+    seed: int = option(0, help="seeds the weights, data order, augmentation and attacks")
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:

@@ -1,15 +1,32 @@
-"""How a run ended (or is going), and the two failure detectors that end it early."""
+"""Every status a trial can have, and the two failure detectors that end a run early."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from enum import StrEnum
 
-RUNNING = "running"
-FINISHED = "finished"
-DIVERGED = "diverged"  # the training loss became NaN or infinite
-CATASTROPHIC_OVERFIT = "catastrophic_overfit"  # val PGD accuracy collapsed while training improved
-STATUSES = (RUNNING, FINISHED, DIVERGED, CATASTROPHIC_OVERFIT)
+
+class Status(StrEnum):
+    """How a trial ended, or that it is still going; the value is what databases store."""
+
+    RUNNING = "running", "training, or waiting for its next epoch"
+    FINISHED = "finished", "trained for every planned epoch"
+    STOPPED_EARLY = "stopped_early", "the scheduler (ASHA) stopped it before its planned epochs"
+    DIVERGED = "diverged", "the training loss became NaN or infinite"
+    CATASTROPHIC_OVERFIT = ("catastrophic_overfit", "validation PGD accuracy collapsed while "
+                            "accuracy on the training attack rose")
+    FAILED = "failed", "raised an error that retries did not cure, e.g. out of memory"
+    LOST = "lost", "only a torn Tune snapshot knew it; a new trial replaced it"
+
+    def __new__(cls, value: str, meaning: str) -> Status:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+
+TERMINAL = frozenset(Status) - {Status.RUNNING}
 
 MIN_COLLAPSE = 0.05  # accuracy; smaller falls are sampling noise of a ~1,000-image val subset
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,34 +10,27 @@ from pathlib import Path
 
 import pytest
 
-RAY = str(Path(sys.executable).parent / "ray")
+from trainer.status import Status
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.harness import ray_nodes
 
 
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory):
     import secrets
 
-    port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
     token = temp / "auth_token"  # token authentication, as Ray enables by default
     token.write_text(secrets.token_hex(32))
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                    "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-                    f"--temp-dir={temp}", "--disable-usage-stats"],
-                   check=True, capture_output=True, timeout=120)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    try:
+        yield ray_nodes.start_head(temp)
+    finally:
+        ray_nodes.stop(temp)
 
 
 SWEEP_ARGS = ["--dataset", "digits", "--budget", "30K", "--min-blocks", "1", "--max-blocks", "2",
-              "--channel-multiple", "4", "--method", "pgd_at", "--attack-steps", "1",
+              "--channel-multiple", "4", "--method", "pgd_at", "--steps", "1",
               "--val-size", "200", "--max-concurrent", "2", "--cpus-per-trial", "1"]
 
 
@@ -51,7 +43,7 @@ def sweep_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1", **extra}
 
 
-TERMINAL = {"finished", "stopped_early", "failed", "diverged", "catastrophic_overfit"}
+TERMINAL = set(Status) - {Status.RUNNING, Status.LOST}
 
 
 def run(cmd, timeout=400, **env):
@@ -66,12 +58,12 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 def check_database(storage: Path, name: str, n_trials: int, epochs: int, budget: int = 30_000):
     """The invariants every sweep's database keeps, whatever happened to the sweep."""
-    from search.store import load_epochs, load_trials
+    from search.db import load_epochs, load_trials
     from space_defs import WRNConfig, param_count
 
     trials = load_trials(storage, name)
     assert trials["trial_id"].is_unique
-    trials = trials[trials["status"] != "lost"]  # replaced by new trials, kept for the record
+    trials = trials[trials["status"] != Status.LOST]  # replaced by new trials, kept for the record
     assert len(trials) == n_trials and set(trials["status"]) <= TERMINAL
     for row in trials.to_dict("records"):
         assert abs(param_count(WRNConfig.from_dict(row)) / budget - 1) <= 0.01
@@ -104,7 +96,7 @@ def _ready(value) -> bool:
 
 
 def epochs_so_far(storage: Path, name: str):
-    from search.store import load_epochs
+    from search.db import load_epochs
 
     if not (storage / name / "db" / "epochs").exists():
         return None

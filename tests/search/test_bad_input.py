@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from .conftest import run, snapshot, sweep_command
-from .test_query import make_sweep
+from .db.test_query import make_sweep
 
 RUN_CASES = [
     (["--budget="], "invalid budget"),
@@ -29,7 +29,7 @@ RUN_CASES = [
     (["--objectives", "val_robust_acc,speed"], "unknown objective"),
     (["--epochs", "0"], "epochs must be a positive integer"),
     (["--epochs=-3"], "epochs must be a positive integer"),
-    (["--epochs", "ten"], "invalid int value"),
+    (["--epochs", "ten"], "not an integer"),
     (["--trials", "0"], "trials must be at least 1"),
     (["--max-concurrent", "0"], "max concurrent must be at least 1"),
     (["--cpus-per-trial", "0.001"], "at least 0.01"),
@@ -95,8 +95,8 @@ def test_query_refuses_a_parquet_file_that_is_not_ours(storage):
 def test_the_driver_checks_its_input_without_importing_torch():
     """The driver never trains: checking a spec (attack names included) and building the Tuner
     must not pay for torch's import (seconds on 2 cores, before the first trial can start)."""
-    code = ("import sys; from search.spec import SweepSpec; import search.run, search.sweep, "
-            "search.recorder, search.trainable, search.final_eval; "
+    code = ("import sys; from search.spec import SweepSpec; import search.run, search.driver, "
+            "search.tuner, search.recorder, search.trainable, search.final_eval; "
             "SweepSpec(name='s', budget=60_000, dataset='digits', max_blocks=2, channel_multiple=4, "
             "final_attacks=('pgd20', 'cw', 'aa')).check(); "
             "print('torch' in sys.modules)")

@@ -11,16 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from search.store import load_evals, load_trials
+from search.db import load_evals, load_trials
 
 from .conftest import (check_database, epochs_so_far, run, snapshot, sweep_command, sweep_env,
                        wait_for)
 
+pytestmark = pytest.mark.system
 
-def faults_env(tmp_path, *faults: dict) -> dict[str, str]:
+
+HARNESS = Path(__file__).parents[1] / "harness" / "faults.py"
+
+
+def with_faults(cmd: list[str], tmp_path, *faults: dict) -> list[str]:
+    """``cmd`` (a search.run command) run through the fault-injection harness."""
     claims = tmp_path / "claims"
     claims.mkdir(exist_ok=True)
-    return {"ROBUST_ARCH_SEARCH_FAULTS": json.dumps([{**f, "claims": str(claims)} for f in faults])}
+    assert cmd[1:3] == ["-m", "search.run"]
+    return [cmd[0], str(HARNESS), json.dumps([{**f, "claims": str(claims)} for f in faults]), *cmd[3:]]
 
 
 def started(driver: subprocess.Popen, text: str, timeout: float = 240) -> str:
@@ -42,13 +49,13 @@ def popen(cmd, **env):
 
 
 def test_trial_failures_are_recorded_and_the_sweep_goes_on(tmp_path, ray_address):
-    env = faults_env(tmp_path,
-                     {"at": "epoch", "epoch": 1, "action": "raise"},  # every retry fails again
-                     {"at": "epoch", "epoch": 2, "action": "raise", "sticky": False},  # once
-                     {"at": "epoch", "epoch": 1, "action": "oom"},
-                     {"at": "start", "action": "diverge"})
-    out = run(sweep_command(tmp_path, "f", "--trials", "6", "--epochs", "3", "--scheduler", "none",
-                            "--address", ray_address), **env)
+    cmd = sweep_command(tmp_path, "f", "--trials", "6", "--epochs", "3", "--scheduler", "none",
+                        "--address", ray_address)
+    out = run(with_faults(cmd, tmp_path,
+                          {"at": "epoch", "epoch": 1, "action": "raise"},  # every retry fails again
+                          {"at": "epoch", "epoch": 2, "action": "raise", "sticky": False},  # once
+                          {"at": "epoch", "epoch": 1, "action": "oom"},
+                          {"at": "start", "action": "diverge"}))
     assert out.returncode == 0, out.stderr[-3000:]
     trials, epochs = check_database(tmp_path, "f", 6, 3)
     by_status = trials.groupby("status")["trial_id"].apply(list).to_dict()
@@ -81,7 +88,7 @@ def test_sigkill_before_the_first_result(tmp_path, ray_address):
 
 def test_sigkill_while_the_database_is_written(tmp_path, ray_address):
     cmd = sweep_command(tmp_path, "w", "--trials", "3", "--epochs", "3", "--address", ray_address)
-    killed = run(cmd, **faults_env(tmp_path, {"at": "db_write", "action": "kill", "nth": 6}))
+    killed = run(with_faults(cmd, tmp_path, {"at": "db_write", "action": "kill", "nth": 6}))
     assert killed.returncode == -signal.SIGKILL
     torn = list((tmp_path / "w" / "db").rglob(".*.tmp"))
     assert torn, "the kill did not land inside a database write"
@@ -95,7 +102,7 @@ def test_sigkill_while_the_database_is_written(tmp_path, ray_address):
 def test_sigkill_during_final_evaluation(tmp_path, ray_address):
     cmd = sweep_command(tmp_path, "e", "--trials", "3", "--epochs", "2", "--address", ray_address,
                         "--scheduler", "none", "--final-eval", "2", "--final-attacks", "clean,pgd20")
-    killed = run(cmd, **faults_env(tmp_path, {"at": "final_eval", "action": "kill", "nth": 1}))
+    killed = run(with_faults(cmd, tmp_path, {"at": "final_eval", "action": "kill", "nth": 1}))
     assert killed.returncode == -signal.SIGKILL
     first = load_evals(tmp_path, "e")
     assert first["trial_id"].nunique() == 1

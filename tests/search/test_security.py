@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from search.errors import UsageError
+from search.db.errors import UsageError
+from search.db.store import check_sweep_name
 from search.spec import SweepSpec
-from search.store import check_sweep_name
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "", "x" * 101, "a;rm -rf ~", "$(id)",
@@ -29,10 +29,10 @@ def test_the_store_refuses_unsafe_names_too(name):
 
 PROBE = """
 import os, socket, struct
-from search.sweep import run_sweep
+from search.driver import run_sweep
 from search.spec import SweepSpec
 from trainer.recipe import Recipe
-import search.sweep as sweep
+import search.driver as driver
 
 
 def descendants(root):
@@ -82,13 +82,14 @@ def probe(*args, **kwargs):
     print("LISTEN", sorted(ips), ray._private.worker.global_worker.node.address_info.get("webui_url"))
 
 
-sweep.run_segments = probe
+driver.run_segments = probe
 spec = SweepSpec(name="sec", budget=30_000, dataset="digits", min_blocks=1, max_blocks=2,
                  channel_multiple=4, recipe=Recipe(method="pgd_at", epochs=1), trials=1)
 run_sweep(spec, storage=os.environ["PROBE_STORAGE"])
 """
 
 
+@pytest.mark.system
 def test_the_embedded_ray_listens_on_localhost_only_and_has_no_dashboard(tmp_path):
     """A real sweep driver on the embedded Ray: every listening socket of the driver's Ray
     processes is on 127.0.0.1, and no dashboard runs."""

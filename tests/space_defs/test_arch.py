@@ -1,6 +1,6 @@
 import pytest
 
-from space_defs import WRNConfig, parse_arch, wrn, wrn34_r
+from space_defs import DataShape, WRNConfig, parse_arch, wrn, wrn34_r
 
 
 def test_presets_and_names():
@@ -25,7 +25,7 @@ def test_parse_arch_rejects(text):
 
 
 def test_dict_round_trip_and_flat_values():
-    cfg = WRNConfig((5, 5, 5), (320, 640, 512), in_channels=1, num_classes=100, input_size=8)
+    cfg = WRNConfig((5, 5, 5), (320, 640, 512), data=DataShape(in_channels=1, num_classes=100, input_size=8))
     flat = cfg.to_dict()
     assert flat["depth1"] == 5 and flat["channel3"] == 512 and flat["num_classes"] == 100
     assert all(isinstance(v, int) for v in flat.values())
@@ -43,14 +43,31 @@ def test_from_dict_accepts_numpy_and_float_columns():
     (dict(depths=(1, 2), channels=(16, 32, 64)), "3 integers"),
     (dict(depths=(1, 0, 1), channels=(16, 32, 64)), "positive"),
     (dict(depths=(1, 1, 1), channels=(16, 32.5, 64)), "positive integers"),
-    (dict(depths=(1, 1, 1), channels=(16, 32, 64), num_classes=1), "num_classes"),
-    (dict(depths=(1, 1, 1), channels=(16, 32, 64), input_size=0), "input_size"),
+    (dict(depths=(1, 1, 1), channels=(16, 32, 64), stem_channels=0), "stem_channels"),
+    (dict(depths=(1, 1, 1), channels=(16, 32, 64), data=(1, 10, 8)), "DataShape"),
     (dict(depths="111", channels=(16, 32, 64)), "3 integers"),
     (dict(depths=(True, 1, 1), channels=(16, 32, 64)), "positive integers"),
 ])
 def test_invalid_configs_say_what_is_wrong(kwargs, match):
     with pytest.raises(ValueError, match=match):
         WRNConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_classes=1), "num_classes"), (dict(input_size=0), "input_size"),
+    (dict(in_channels=True), "in_channels"),
+])
+def test_invalid_data_shapes_say_what_is_wrong(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DataShape(**kwargs)
+
+
+def test_from_dict_reads_the_data_shape_and_defaults_it():
+    flat = wrn(16, 4).to_dict()
+    assert {k: flat[k] for k in ("in_channels", "num_classes", "input_size")} == {
+        "in_channels": 3, "num_classes": 10, "input_size": 32}
+    del flat["num_classes"]
+    assert WRNConfig.from_dict(flat).data == DataShape()
 
 
 def test_frozen():

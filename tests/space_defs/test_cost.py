@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from space_defs import WRNConfig, macs, param_count, stage_params, wrn, wrn34_r
+from space_defs import DataShape, WRNConfig, macs, param_count, stage_params, wrn, wrn34_r
 
 torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -15,7 +15,7 @@ from trainer.models import build_model  # noqa: E402
 def torch_counts(cfg: WRNConfig) -> tuple[int, int]:
     model = build_model(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
-    x = torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size)
+    x = torch.zeros(1, cfg.data.in_channels, cfg.data.input_size, cfg.data.input_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return params, counter.get_total_flops() // 2
@@ -26,8 +26,8 @@ def random_configs(n: int, seed: int = 0) -> list[WRNConfig]:
     return [WRNConfig(depths=tuple(rng.randint(1, 3) for _ in range(3)),
                       channels=tuple(rng.choice([rng.randint(1, 48), 16, 32]) for _ in range(3)),
                       stem_channels=rng.choice([16, 16, rng.randint(1, 32)]),
-                      in_channels=rng.randint(1, 4), num_classes=rng.randint(2, 100),
-                      input_size=rng.randint(1, 33)) for _ in range(n)]
+                      data=DataShape(in_channels=rng.randint(1, 4), num_classes=rng.randint(2, 100),
+                                     input_size=rng.randint(1, 33))) for _ in range(n)]
 
 
 def test_paper_checks():
@@ -49,6 +49,6 @@ def test_random_configs_match_torch_exactly(cfg):
 
 def test_stage_params_sum_to_body():
     cfg = wrn34_r()
-    stem = 9 * cfg.in_channels * cfg.stem_channels
-    head = 2 * cfg.channels[2] + cfg.channels[2] * cfg.num_classes + cfg.num_classes
+    stem = 9 * cfg.data.in_channels * cfg.stem_channels
+    head = 2 * cfg.channels[2] + cfg.channels[2] * cfg.data.num_classes + cfg.data.num_classes
     assert stem + sum(stage_params(cfg)) + head == param_count(cfg)

@@ -7,7 +7,7 @@ import sys
 import optuna
 import pytest
 
-from space_defs import (SPACES, baselines, get_space, macs, param_count, parse_budget,
+from space_defs import (SPACES, DataShape, baselines, get_space, macs, param_count, parse_budget,
                         suggest_config, wrn34_r)
 from space_defs.space import BLOCKS, RATIOS, InfeasibleBudget
 from space_defs.trials import FixedParams, RandomParams
@@ -113,11 +113,11 @@ def test_check_passes_for_feasible_budgets_and_catches_impossible_mac_caps():
 
 def test_small_data_space_for_the_demo():
     space = dataclasses.replace(SPACES["per_stage"], depth_range=(1, 2), multiple=4).for_data(
-        in_channels=1, num_classes=10, input_size=8)
+        DataShape(in_channels=1, num_classes=10, input_size=8))
     space.check(50_000)
     rng = random.Random(0)
     cfg = suggest_config(RandomParams(rng), 50_000, space=space)
-    assert cfg.input_size == 8 and cfg.in_channels == 1 and within(cfg, 50_000)
+    assert cfg.data.input_size == 8 and cfg.data.in_channels == 1 and within(cfg, 50_000)
 
 
 def test_unknown_space_and_bad_tolerance():

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from space_defs.arch import WRNConfig
-from trainer import Recipe, fit
+from trainer import Recipe, dataset_spec, fit
 from trainer.data import load_splits
 
-TINY = WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64), in_channels=1, num_classes=10, input_size=8)
+TINY = WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64), data=dataset_spec("digits").data)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from space_defs import DataShape
 from trainer.data import augment, load_splits, train_batches
 from trainer.datasets import DATASETS, DataUnavailableError, dataset_spec
 
@@ -39,7 +40,7 @@ def test_batches_are_reproducible_from_the_generator(digits):
 def test_specs_cover_the_datasets_and_unknown_names_fail():
     assert set(DATASETS) == {"cifar10", "cifar100", "svhn", "digits"}
     assert dataset_spec("CIFAR10").eps == pytest.approx(8 / 255)
-    assert dataset_spec("digits").arch_fields() == {"in_channels": 1, "num_classes": 10, "input_size": 8}
+    assert dataset_spec("digits").data == DataShape(in_channels=1, num_classes=10, input_size=8)
     with pytest.raises(ValueError, match="digits"):
         dataset_spec("mnist")
 

@@ -6,9 +6,9 @@ from trainer.autoattack import AutoAttack
 
 def test_evaluate_a_checkpoint_directory(tmp_path):
     from space_defs.arch import WRNConfig
-    from trainer import Recipe, fit
+    from trainer import Recipe, dataset_spec, fit
 
-    tiny = WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64), in_channels=1, num_classes=10, input_size=8)
+    tiny = WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64), data=dataset_spec("digits").data)
     result = fit(tiny, Recipe(method="standard", epochs=2, val_size=50), "digits", checkpoint_dir=tmp_path)
     acc = evaluate(tmp_path, attacks=("clean", "fgsm"), n=100)
     assert set(acc) == {"clean", "fgsm"} and acc["fgsm"] <= acc["clean"]

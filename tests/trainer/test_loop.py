@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from space_defs.arch import WRNConfig
-from trainer import EpochReport, Recipe, fit
-from trainer.status import DIVERGED, FINISHED, catastrophic_overfit
+from trainer import EpochReport, Recipe, dataset_spec, fit
+from trainer.status import Status, catastrophic_overfit
 
-TINY = WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64), in_channels=1, num_classes=10, input_size=8)
+TINY = WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64), data=dataset_spec("digits").data)
 QUICK = Recipe(method="trades", epochs=3, steps=2, val_size=100, val_attack_steps=3, ema_decay=0.9, seed=3)
 TIMING = {"epoch_seconds", "train_seconds", "eval_seconds", "images_per_s"}
 
@@ -36,7 +36,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
     assert [r.epoch for r in seen] == [3]
     assert seen[0].checkpoint_dir == str(tmp_path / "node-b")
-    assert resumed.status == straight.status == FINISHED and resumed.epochs_done == 3
+    assert resumed.status == straight.status == Status.FINISHED and resumed.epochs_done == 3
     for a, b in zip(straight.history, resumed.history):
         assert _measured(a) == pytest.approx(_measured(b), abs=1e-6)
     for p, q in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
@@ -46,7 +46,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 def test_checkpoints_are_weights_only_and_a_finished_run_is_not_retrained(tmp_path):
     result = fit(TINY, QUICK, "digits", checkpoint_dir=tmp_path)
     state = torch.load(result.checkpoint_path, weights_only=True)
-    assert state["epoch"] == 3 and state["status"] == FINISHED and state["ema"] is not None
+    assert state["epoch"] == 3 and state["status"] == Status.FINISHED and state["ema"] is not None
+    assert type(state["status"]) is str and {type(h["status"]) for h in state["history"]} == {str}
     best = torch.load(result.best_model_path, weights_only=True)
     assert best["epoch"] == result.best.epoch
     calls = []
@@ -64,7 +65,7 @@ def test_absurd_learning_rate_ends_as_diverged_not_a_crash():
     reports = []
     result = fit(TINY, Recipe(method="standard", epochs=5, lr=1e12, grad_clip=None, val_size=50), "digits",
                  report=reports.append)
-    assert result.status == DIVERGED and reports[-1].status == DIVERGED
+    assert result.status == Status.DIVERGED and reports[-1].status == Status.DIVERGED
     assert result.epochs_done < 5 and len(reports) == result.epochs_done
 
 
@@ -72,7 +73,7 @@ def test_report_fields_and_flat_float_metrics():
     reports = []
     fit(TINY, Recipe(method="pgd_at", epochs=2, steps=1, val_size=50, val_attack_steps=2), "digits",
         report=reports.append)
-    assert [r.status for r in reports] == ["running", FINISHED]
+    assert [r.status for r in reports] == ["running", Status.FINISHED]
     metrics = reports[0].metrics()
     assert set(metrics) == {"epoch", "train_loss", "train_clean_acc", "train_adv_acc", "val_clean_acc",
                             "val_robust_acc", "lr", "epoch_seconds", "train_seconds", "eval_seconds",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from space_defs import WRNConfig, stage_params
+from trainer.atomic import atomic_path, write_atomic
+
 from .pareto import pareto_front
+from .ranking import arch_label
 
 ROBUST, CLEAN = "best_val_robust_acc", "best_val_clean_acc"
 N_CURVES = 10  # learning curves drawn in colour; the rest are grey context
@@ -19,14 +22,8 @@ N_CURVES = 10  # learning curves drawn in colour; the rest are grey context
 def stage_shares(trials: pd.DataFrame) -> np.ndarray:
     """(n, 3) share of the parameters of the three stages that each stage holds (the stem and
     head, a few thousand parameters, are left out so the shares add up to one)."""
-    from space_defs import WRNConfig, stage_params
-
-    per_stage = np.array([
-        stage_params(WRNConfig(depths=(t.depth1, t.depth2, t.depth3), channels=(t.channel1, t.channel2, t.channel3),
-                               stem_channels=t.stem_channels, in_channels=t.in_channels,
-                               num_classes=t.num_classes, input_size=t.input_size))
-        for t in trials.itertuples()
-    ], dtype=float).reshape(-1, 3)
+    per_stage = np.array([stage_params(WRNConfig.from_dict(t)) for t in trials.to_dict("records")],
+                         dtype=float).reshape(-1, 3)
     return per_stage / per_stage.sum(axis=1, keepdims=True)
 
 
@@ -106,25 +103,15 @@ def render(trials: pd.DataFrame, epochs: pd.DataFrame, out_dir: Path) -> list[Pa
     sweeps = ", ".join(sorted(trials["sweep"].unique()))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(sweeps)}</title></head>"
             f"<body><h1>Sweeps {html.escape(sweeps)}: {len(trials)} trials</h1>{body}</body></html>")
-    paths.append(_write_text(out_dir / "report.html", page))
-    return paths
+    write_atomic(out_dir / "report.html", page.encode())
+    return [*paths, out_dir / "report.html"]
 
 
 def _labels(trials: pd.DataFrame) -> pd.Series:
-    from .query import arch_label
-
     return trials["trial_id"].astype(str) + " " + arch_label(trials)
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=150, format=path.suffix[1:])
-    os.replace(tmp, path)
-    return path
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, format=path.suffix[1:])
     return path

@@ -10,7 +10,6 @@ reader never sees half a file, and a driver that died and resumed only adds newe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -26,12 +25,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from . import faults
+from . import storage
 from .errors import StoreError, UsageError
 from .schema import (EPOCHS, EVALS, METADATA_KEY, SCHEMA_VERSION, TABLES, TRIALS, EpochRow,
                      EvalRow, Table, TrialRow, file_metadata)
+from .storage import DEFAULT_STORAGE
 
-__all__ = ["StoreError", "TrialStore", "list_sweeps", "load_trials", "load_epochs", "load_evals"]
+__all__ = ["TrialStore", "list_sweeps", "load_sweep", "load_trials", "load_epochs", "load_evals"]
 
 DB_DIR = "db"
 _PART = re.compile(r"^(\d{20})-(\d{20})-L(\d+)-([0-9a-f]{12})\.parquet$")
@@ -51,24 +51,19 @@ def check_sweep_name(sweep: str) -> str:
     return sweep
 
 
-def resolve(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, base path) of a storage root: a local path, or a URI such as s3://bucket/runs."""
-    root = os.fspath(root)
-    if filesystem is not None:
-        return filesystem, root.rstrip("/")
-    if "://" in root:
-        fs, path = pafs.FileSystem.from_uri(root)
-        return fs, path.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(root)
-
-
 def list_sweeps(root: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None) -> list[str]:
     """Names of the sweeps under a storage root that have a database, sorted."""
-    fs, base = resolve(root, filesystem)
+    fs, base = storage.resolve(root, filesystem)
     entries = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
     dirs = [e for e in entries if e.type == pafs.FileType.Directory]
     dbs = fs.get_file_info([f"{e.path}/{DB_DIR}" for e in dirs])
     return sorted(e.base_name for e, db in zip(dirs, dbs) if db.type == pafs.FileType.Directory)
+
+
+def load_sweep(sweep: str | Sequence[str] | None = None, storage: str = DEFAULT_STORAGE,
+               **filters: Any) -> pd.DataFrame:
+    """The trials of one sweep (several, or all when None), one row per trial."""
+    return load_trials(storage, sweep, **filters)
 
 
 def load_trials(root: str | os.PathLike, sweeps: str | Iterable[str] | None = None, *,
@@ -101,9 +96,8 @@ class TrialStore:
     def __init__(self, root: str | os.PathLike, sweep: str, *, filesystem: pafs.FileSystem | None = None,
                  flush_interval_s: float = 0.0, fanout: int = 16) -> None:
         self.sweep = check_sweep_name(sweep)
-        self._fs, base = resolve(root, filesystem)
+        self._fs, base = storage.resolve(root, filesystem)
         self._dir = f"{base}/{sweep}/{DB_DIR}"
-        self._local = isinstance(self._fs, pafs.LocalFileSystem)
         self._flush_interval_s = flush_interval_s
         self._fanout = max(2, fanout)
         self._buffer: dict[str, list] = {name: [] for name in TABLES}
@@ -197,30 +191,12 @@ class TrialStore:
         path = f"{self._table_dir(table.name)}/{name}"
         buf = pa.BufferOutputStream()
         pq.write_table(data.replace_schema_metadata(file_metadata(table)), buf, compression="zstd")
-        payload = buf.getvalue()
-        if not self._local:  # an object store makes one PUT visible whole or not at all
-            with self._fs.open_output_stream(path) as out:
-                out.write(payload)
-            return
-        tmp = f"{self._table_dir(table.name)}/.{name}.tmp"  # readers skip dot files
         try:
-            with open(tmp, "xb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            faults.fired("db_write")
-            os.replace(tmp, path)
+            storage.write_bytes(self._fs, path, buf.getvalue().to_pybytes())
         except OSError as e:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
             raise StoreError(f"cannot write the trial database in {self._dir}: {e.strerror or e}; "
                              "free space or make the storage writable, then rerun the same command "
                              "to resume (nothing written so far is lost)") from None
-        fd = os.open(self._table_dir(table.name), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _list_parts(fs: pafs.FileSystem, table_dir: str, *, strict: bool) -> list[Part]:
@@ -322,7 +298,7 @@ def _read_table(fs: pafs.FileSystem, table_dir: str, table: Table) -> pa.Table:
 
 def _load(table: Table, root: str | os.PathLike, sweeps: str | Iterable[str] | None,
           filesystem: pafs.FileSystem | None, filters: dict[str, Any]) -> pd.DataFrame:
-    fs, base = resolve(root, filesystem)
+    fs, base = storage.resolve(root, filesystem)
     known = list_sweeps(base, filesystem=fs)
     if sweeps is None:
         names = known

@@ -1,10 +1,7 @@
 from contextlib import nullcontext
 import datetime as dt
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +10,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from search.errors import StoreError, UsageError
-from search.schema import EPOCHS, METADATA_KEY, SCHEMA_VERSION, TRIALS, EpochRow, EvalRow, TrialRow
-from search.store import TrialStore, list_sweeps, load_epochs, load_evals, load_trials
+from search.db.errors import StoreError, UsageError
+from search.db.schema import EPOCHS, METADATA_KEY, SCHEMA_VERSION, TRIALS, EpochRow, EvalRow, TrialRow
+from search.db.store import TrialStore, list_sweeps, load_epochs, load_evals, load_trials
 
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=dt.timezone.utc)
 
@@ -228,10 +225,3 @@ def test_object_store_path(tmp_path):
     assert list_sweeps("bucket/runs", filesystem=fs) == ["s"]
     assert load_trials(f"file://{tmp_path}/bucket/runs")["epochs_done"].tolist() == [4]
 
-
-def test_reading_the_database_imports_no_ray_optuna_torch_or_plotting():
-    code = ("import sys, search.store, search.query; "
-            "print(sorted(m for m in ('ray', 'optuna', 'torch', 'matplotlib', 'plotly') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[2], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
-    assert out.stdout.strip() == "[]"

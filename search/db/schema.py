@@ -1,8 +1,9 @@
 """The trial database's one schema: a frozen dataclass per table, its fields' types and units.
 
 The Parquet (pyarrow) schema of every table is derived from these dataclasses, so a column is
-added, renamed or documented here and nowhere else. Bump ``SCHEMA_VERSION`` when a change is not
-a pure addition of a nullable column.
+added, renamed or documented here and nowhere else (the epoch metrics: in trainer.report's
+EpochReport; the statuses: in trainer.status). Bump ``SCHEMA_VERSION`` when a change is not a pure
+addition of a nullable column.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from trainer.report import FRACTION, METRICS, SECONDS, EpochReport
+from trainer.status import Status
+
 SCHEMA_VERSION = 1
 METADATA_KEY = b"robust_arch_search"  # Parquet key-value metadata: {"schema_version", "table"}
 
-STATUSES = ("running", "finished", "stopped_early", "failed", "diverged", "catastrophic_overfit",
-            "lost")  # lost: Tune's state holding it was torn; a new trial replaced it
-
-FRACTION = "fraction in [0, 1]"
-SECONDS = "s"
 UTC = "UTC"
 
 _ARROW_TYPES = {
@@ -95,8 +94,7 @@ class TrialRow(_Row):
 
     sweep: str = col(doc="sweep name (a directory under the storage root)")
     trial_id: str = col(doc="Ray Tune trial id, unique within the sweep")
-    status: str = col(doc="one of " + ", ".join(STATUSES) + "; stopped_early = ASHA stopped it "
-                          "before epochs_planned")
+    status: str = col(doc="one of " + ", ".join(Status) + " (trainer.status.Status)")
     space: str = col(doc="name of the search space the config was drawn from")
     depth1: int = col("blocks", "residual blocks in stage 1")
     depth2: int = col("blocks", "residual blocks in stage 2")
@@ -142,28 +140,29 @@ class TrialRow(_Row):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.status not in STATUSES:
-            raise ValueError(f"TrialRow.status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+        if self.status not in _STATUS_VALUES:
+            raise ValueError(f"TrialRow.status must be one of {', '.join(Status)}, got {self.status!r}")
+        object.__setattr__(self, "status", str(self.status))  # a plain str, not the enum member
 
 
-@dataclass(frozen=True, kw_only=True)
-class EpochRow(_Row):
-    """One epoch of one trial: the learning curve."""
+_STATUS_VALUES = frozenset(s.value for s in Status)
 
-    sweep: str = col(doc="sweep name")
-    trial_id: str = col(doc="Ray Tune trial id")
-    epoch: int = col("epoch", "1-based epoch number")
-    train_loss: float | None = col(doc="mean training loss over the epoch", default=None)
-    train_clean_acc: float | None = col(FRACTION, "training accuracy on clean inputs", default=None)
-    train_adv_acc: float | None = col(FRACTION, "training accuracy on adversarial inputs",
-                                      default=None)
-    val_clean_acc: float | None = col(FRACTION, "validation clean accuracy", default=None)
-    val_robust_acc: float | None = col(FRACTION, "validation robust accuracy", default=None)
-    lr: float | None = col(doc="learning rate at the end of the epoch", default=None)
-    train_seconds: float | None = col(SECONDS, "wall time of the training epoch", default=None)
-    eval_seconds: float | None = col(SECONDS, "wall time of the validation", default=None)
-    images_per_s: float | None = col("images/s", "training throughput", default=None)
-    recorded_at: dt.datetime = col(UTC, "when this row was produced")
+
+def _metric(name: str) -> tuple[str, Any, Any]:
+    meta = next(f.metadata for f in dataclasses.fields(EpochReport) if f.name == name)
+    return name, float | None, col(meta["unit"], meta["doc"], default=None)
+
+
+EpochRow = dataclasses.make_dataclass(
+    "EpochRow",
+    [("sweep", str, col(doc="sweep name")),
+     ("trial_id", str, col(doc="Ray Tune trial id")),
+     ("epoch", int, col("epoch", "1-based epoch number")),
+     *map(_metric, METRICS),  # null when the trial did not report it
+     ("recorded_at", dt.datetime, col(UTC, "when this row was produced"))],
+    bases=(_Row,), frozen=True, kw_only=True,
+    namespace={"__module__": __name__,
+               "__doc__": "One epoch of one trial: the learning curve (trainer.report.METRICS)."})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,12 +229,3 @@ def arrow_schema(row: type) -> pa.Schema:
 def file_metadata(table: Table) -> dict[bytes, bytes]:
     return {METADATA_KEY: json.dumps({"schema_version": SCHEMA_VERSION, "table": table.name}).encode()}
 
-
-def describe(table: Table) -> str:
-    """The table's columns as a markdown table (for docs/DATABASE.md)."""
-    lines = ["| column | type | unit | description |", "|---|---|---|---|"]
-    for f in table.schema:
-        meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
-        kind = str(f.type) + ("" if f.nullable else ", required")
-        lines.append(f"| `{f.name}` | {kind} | {meta.get('unit', '')} | {meta.get('doc', '')} |")
-    return "\n".join(lines)

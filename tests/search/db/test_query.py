@@ -1,13 +1,18 @@
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from search.query import (best, full_fidelity, load_sweep, main, most_robust, pareto_front,
-                          standard_error, top)
-from search.schema import EpochRow, EvalRow, TrialRow
-from search.store import TrialStore, load_trials
+from search.db import best, full_fidelity, load_sweep, most_robust, pareto_front, top
+from search.db import cli as cli_module
+from search.db.cli import main
+from search.db.ranking import standard_error
+from search.db.schema import EpochRow, EvalRow, TrialRow
+from search.db.store import TrialStore, load_trials
 from space_defs import WRNConfig, macs, param_count
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -148,7 +153,7 @@ def test_plots_render(root, tmp_path, capsys):
 
 
 def test_bench_runs(capsys):
-    from search.query_bench import run
+    from search.db.bench import run
 
     run(n_rows=20_000, n_trials=300)
     out = capsys.readouterr().out
@@ -161,3 +166,26 @@ def test_most_robust_breaks_ties_by_clean_accuracy_then_size_then_id():
                        "best_val_clean_acc": [0.8, 0.9, 0.8, 0.8, 0.99],
                        "params": [10, 20, 5, 5, 1]})
     assert list(most_robust(df)["trial_id"]) == ["c", "a", "b", "d"]
+
+
+def test_budget_filter_reads_counts_as_search_run_does(root, capsys):
+    for budget in ("10M", "10_000_000", "10000000", "0.01G"):
+        code, out, _ = cli(capsys, "top", "--storage", str(root), "--all-fidelities", "--budget", budget)
+        assert code == 0 and "s2_t0" in out and "s1_t0" not in out
+
+
+def test_help_is_whole_sentences_and_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    description = capsys.readouterr().out.split("\n\n")[1]
+    assert e.value.code == 0 and description.endswith(".") and "::" not in description
+    commands = next(a for a in cli_module._parser()._actions if a.dest == "command").choices
+    for name, parser in commands.items():
+        undocumented = [a.option_strings or a.dest for a in parser._actions if not a.help]
+        assert not undocumented, f"{name}: {undocumented}"
+
+
+def test_python_m_search_query_runs_the_cli(root):
+    out = subprocess.run([sys.executable, "-m", "search.query", "sweeps", "--storage", str(root)],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[3])
+    assert out.returncode == 0 and out.stdout.splitlines()[1].split()[:2] == ["s1", "cifar10"]

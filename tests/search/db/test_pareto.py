@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.errors import UsageError
-from search.pareto import pareto_front, pareto_mask
+from search.db.errors import UsageError
+from search.db.pareto import pareto_front, pareto_mask
 
 
 def brute_force(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""The files of one sweep, on local disk or object storage.
+
+``sweep.json`` (the saved SweepSpec), ``segments.json`` (its Tune experiments ``tune-1``,
+``tune-2``, ...: a rerun with more ``--trials`` adds one), the Optuna study and ``db/`` (the
+trial database).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+from .db import storage
+from .db.errors import StoreError, UsageError
+from .spec import SweepSpec
+
+SPEC_FILE = "sweep.json"
+SEGMENTS_FILE = "segments.json"
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str  # Tune experiment directory within the sweep
+    trials: int  # how many trials it runs
+    done: bool = False
+
+
+class SweepDir:
+    """Where one sweep's files live: ``storage`` (a path or a URI, '?query' kept) + ``name``."""
+
+    def __init__(self, storage_uri: str, name: str):
+        self.storage = storage_uri if "://" in storage_uri else os.path.abspath(storage_uri)
+        self.name = name
+        self.uri = storage.join(self.storage, name)
+        self.fs, self.path = storage.resolve(self.uri)
+        self.local = storage.is_local(self.uri)
+
+    def uri_of(self, *parts: str) -> str:
+        """A file or directory of the sweep as a URI (Tune's storage_path, checkpoints)."""
+        return storage.join(self.uri, *parts)
+
+    def read(self, name: str) -> str | None:
+        return storage.read_text(self.fs, f"{self.path}/{name}")
+
+    def write(self, name: str, text: str) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+        storage.write_bytes(self.fs, f"{self.path}/{name}", text.encode())
+
+    def check_writable(self) -> None:
+        """StoreError, before anything runs, if the sweep directory cannot be written."""
+        probe = f"{self.path}/.writable-{os.getpid()}"
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+            with self.fs.open_output_stream(probe) as f:
+                f.write(b"ok")
+            self.fs.delete_file(probe)
+        except OSError as e:
+            raise StoreError(f"cannot write to the sweep directory {self.uri} ({e}); choose a "
+                             "writable --storage or free space on it") from None
+
+    def segments(self) -> list[Segment]:
+        text = self.read(SEGMENTS_FILE)
+        return [Segment(**s) for s in json.loads(text)] if text else []
+
+    def save_segments(self, segments: list[Segment]) -> None:
+        self.write(SEGMENTS_FILE, json.dumps([dataclasses.asdict(s) for s in segments], indent=2))
+
+
+def prepare(spec: SweepSpec, sweep: SweepDir) -> SweepSpec:
+    """The spec to run: a new sweep is checked and saved; an existing one must not have
+    changed what its results mean (only --trials may grow, and how it runs may change)."""
+    saved_text = sweep.read(SPEC_FILE)
+    if saved_text is None:
+        spec.check()
+        sweep.write(SPEC_FILE, spec.to_json())
+        return spec
+    saved = SweepSpec.from_json(saved_text)
+    changes = spec.changes_from(saved)
+    if changes:
+        raise UsageError(f"sweep {spec.name!r} already exists with other settings ({'; '.join(changes)}); "
+                         f"rerun it with its original arguments (only --trials may grow) or pick a new --name")
+    if spec != saved:
+        sweep.write(SPEC_FILE, spec.to_json())
+    return spec

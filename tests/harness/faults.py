@@ -1,0 +1,157 @@
+"""Fault injection for the reliability tests: real failures at chosen moments, injected from the
+test side through seams the code has for its own reasons (the trainable that search.run.main
+takes, the atomic write every database part goes through), never through hooks in production.
+
+    python tests/harness/faults.py FAULTS_JSON [search.run arguments ...]
+
+runs ``search.run`` with the faults, a JSON list such as
+``[{"at": "epoch", "epoch": 2, "action": "raise", "claims": "/tmp/x"}]``. Trial faults are
+claimed by the first trials to reach them (a claim file per fault, created atomically in
+``claims``, a directory every node of a local test cluster sees); a sticky fault fires again on
+the owning trial's retries. Driver faults fire the ``nth`` time their point is reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: str  # start | epoch (in a trial) | db_write | final_eval (in the driver)
+    action: str  # raise | oom | diverge (absurd lr) | kill (SIGKILL the driver)
+    epoch: int = 1  # at="epoch": after this epoch (and every later one) was reported
+    nth: int = 1  # driver points: the nth time the point is reached
+    sticky: bool = True  # fires again when the trial that claimed it is retried
+    claims: str = ""  # directory for claim files (trial faults)
+
+
+class InjectedFault(RuntimeError):
+    """Raised by an injected 'raise' fault."""
+
+
+def trial_actions(faults: list[Fault], at: str, trial_id: str, epoch: int = 0) -> list[str]:
+    """The actions of the trial faults this trial owns at this point."""
+    return [f.action for index, f in enumerate(faults)
+            if f.at == at and (at != "epoch" or epoch >= f.epoch) and _claim(index, f, trial_id)]
+
+
+def _claim(index: int, fault: Fault, trial_id: str) -> bool:
+    """Whether this trial owns the fault: the first to get here claims it, and a trial owns
+    at most one fault, so that each fault lands on a trial of its own."""
+    path = os.path.join(fault.claims, f"fault-{index}.claim")
+    owned = [name for name in os.listdir(fault.claims) if name.endswith(".claim")
+             and name != os.path.basename(path) and _owner(os.path.join(fault.claims, name)) == trial_id]
+    if owned:
+        return False
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return fault.sticky and _owner(path) == trial_id
+    with os.fdopen(fd, "w") as f:
+        f.write(trial_id)
+    return True
+
+
+def _owner(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def faulty_trainable(faults: list[Fault]):
+    """search.trainable.train_trial with the trial faults injected around it."""
+
+    def train_faulty(config, *, spec_json: str, data_dir: str) -> None:
+        from ray import tune
+
+        from search.spec import SweepSpec
+        from search.trainable import TRIAL_STATUS, train_trial
+        from trainer.status import Status
+
+        trial_id = tune.get_context().get_trial_id()
+        if "diverge" in trial_actions(faults, "start", trial_id):
+            spec = SweepSpec.from_json(spec_json)
+            spec_json = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, lr=1e9)).to_json()
+        report = tune.report
+
+        def report_then_fail(metrics, *args, **kwargs):
+            report(metrics, *args, **kwargs)
+            if metrics.get(TRIAL_STATUS) == Status.FAILED:
+                return
+            for action in trial_actions(faults, "epoch", trial_id, int(metrics["epoch"])):
+                if action == "raise":
+                    raise InjectedFault(f"injected failure after epoch {metrics['epoch']}")
+                if action == "oom":
+                    import torch
+
+                    raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+        tune.report = report_then_fail
+        try:
+            train_trial(config, spec_json=spec_json, data_dir=data_dir)
+        finally:
+            tune.report = report
+
+    # Tune.restore insists on a trainable of the same name: the unfaulty rerun uses train_trial
+    train_faulty.__name__ = train_faulty.__qualname__ = "train_trial"
+    return train_faulty
+
+
+def arm_driver(faults: list[Fault]) -> None:
+    """Kill this (driver) process at the nth database write, between the temp file's fsync and
+    its rename, or after the nth final evaluation was stored."""
+    seen = {"db_write": 0, "final_eval": 0}
+
+    def due(at: str) -> bool:
+        seen[at] += 1
+        return any(f.at == at and f.action == "kill" and f.nth == seen[at] for f in faults)
+
+    replace = os.replace
+
+    def replace_or_die(src, dst, *args, **kwargs):
+        if f"{os.sep}db{os.sep}" in os.fspath(dst) and due("db_write"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return replace(src, dst, *args, **kwargs)
+
+    os.replace = replace_or_die
+
+    from search.db.store import TrialStore
+
+    write, flush = TrialStore.write, TrialStore.flush
+
+    def write_noting_evals(self, *args, **kwargs):
+        self._evals_pending = bool(kwargs.get("evals")) or getattr(self, "_evals_pending", False)
+        return write(self, *args, **kwargs)
+
+    def flush_or_die(self, *args, **kwargs):
+        out = flush(self, *args, **kwargs)
+        if getattr(self, "_evals_pending", False):
+            self._evals_pending = False
+            if due("final_eval"):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    TrialStore.write, TrialStore.flush = write_noting_evals, flush_or_die
+
+
+def main(argv: list[str]) -> int:
+    import cloudpickle
+
+    from search import run
+
+    faults = [Fault(**f) for f in json.loads(argv[0])]
+    arm_driver(faults)
+    if __name__ != "__main__":  # (as a script, cloudpickle sends its functions by value anyway)
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes lack tests/
+    return run.main(argv[1:], trainable=faulty_trainable(faults))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.exit(main(sys.argv[1:]))

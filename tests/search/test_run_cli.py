@@ -1,0 +1,78 @@
+"""search.run's command line is derived from SweepSpec and Recipe, and the segment plan that
+resume and extension rest on (no Ray needed for either)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from search.driver import plan_segments
+from search.run import build_spec, parser
+from search.spec import SweepSpec, demo
+from search.sweepdir import Segment
+from trainer.datasets import dataset_spec
+from trainer.recipe import Recipe
+
+
+def spec_of(*argv: str) -> SweepSpec:
+    return build_spec(parser().parse_args(list(argv)))
+
+
+def test_every_spec_and_recipe_field_is_a_flag_with_its_default_in_the_help():
+    text = parser().format_help()
+    for cls in (SweepSpec, Recipe):
+        for f in dataclasses.fields(cls):
+            if f.name != "recipe":
+                assert f"--{f.name.replace('_', '-')}" in text, f.name
+    assert "(default: 16)" in text and "(default: trades)" in text
+
+
+def test_flags_left_out_keep_the_dataclass_defaults():
+    spec = spec_of("--budget", "36M")
+    assert spec == SweepSpec(name="cifar10-36M-trades", budget=36_000_000)
+    assert spec.recipe == Recipe().for_dataset(dataset_spec("cifar10"))
+
+
+def test_flags_reach_the_spec_and_its_recipe():
+    spec = spec_of("--budget", "1.5M", "--dataset", "SVHN", "--method", "mart", "--epochs", "7",
+                   "--steps", "3", "--eps", "4/255", "--objectives", "val_robust_acc,macs",
+                   "--scheduler", "none", "--seed", "5", "--max-macs", "2G", "--grace-period", "2")
+    assert (spec.name, spec.budget, spec.dataset) == ("svhn-1.50M-mart", 1_500_000, "svhn")
+    assert spec.objectives == ("val_robust_acc", "macs") and spec.max_macs == 2_000_000_000
+    assert (spec.recipe.method, spec.recipe.epochs, spec.recipe.steps) == ("mart", 7, 3)
+    assert spec.recipe.eps == pytest.approx(4 / 255)
+    assert spec.seed == spec.recipe.seed == 5  # --seed seeds the sampler and training
+
+
+def test_the_demo_is_a_spec_factory_and_flags_override_it():
+    assert spec_of("--demo") == demo()
+    spec = spec_of("--demo", "--epochs", "1", "--trials", "3", "--name", "mine")
+    assert (spec.recipe.epochs, spec.trials, spec.name, spec.dataset) == (1, 3, "mine", "digits")
+    assert spec.recipe.method == demo().recipe.method
+
+
+def test_a_missing_budget_is_a_usage_error():
+    with pytest.raises(ValueError, match="--budget is required"):
+        spec_of("--epochs", "3")
+
+
+def test_bad_flags_exit_2_with_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args(["--budget", "abc"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+
+
+@pytest.mark.parametrize("segments, recorded, trials, expected", [
+    ([], 0, 4, [Segment("tune-1", 4)]),                                      # a new sweep
+    ([Segment("tune-1", 4)], 4, 4, [Segment("tune-1", 4, True)]),           # finished
+    ([Segment("tune-1", 4)], 3, 4,                                           # one lost: replaced
+     [Segment("tune-1", 4, True), Segment("tune-2", 1)]),
+    ([Segment("tune-1", 4, True)], 4, 6,                                     # extended
+     [Segment("tune-1", 4, True), Segment("tune-2", 2)]),
+    ([Segment("tune-1", 4, True), Segment("tune-2", 2)], 6, 6,
+     [Segment("tune-1", 4, True), Segment("tune-2", 2, True)]),
+])
+def test_plan_segments(segments, recorded, trials, expected):
+    assert plan_segments(segments, recorded, trials) == expected
