@@ -3,12 +3,18 @@
 Both run N no-op trials (3 instant epochs each, 2 at a time) on one local Ray: ours through
 search.tuner's Tuner (Optuna define-by-run budget space, ASHA, the trial-database callback,
 epoch checkpoints); the bare one as Tune's docs write it (OptunaSearch + ASHA over a uniform).
+
+python -m search.bench --recorder [-n 8] [--storage s3://...]: the time Tune's thread spends in
+the trial-database recorder per event (median and p95), with the sweep on object storage: a
+moto_server on 127.0.0.1 unless --storage names a store; once with every write made in Tune's
+thread (as the recorder did before its writer thread) and once as it runs now.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
@@ -61,7 +67,8 @@ def run_ours(n: int, root: str, command_start: float) -> tuple[float, float]:
     """As search.run does it: check and save the spec, start the embedded Ray, build the Tuner."""
     from trainer.recipe import Recipe
 
-    from .driver import init_ray, quiet_libraries
+    from .cluster import connect, find_target
+    from .driver import quiet_libraries
     from .spec import SweepSpec
     from .sweepdir import Segment, SweepDir, prepare
     from .tuner import build_tuner
@@ -72,10 +79,10 @@ def run_ours(n: int, root: str, command_start: float) -> tuple[float, float]:
                      max_concurrent=2, grace_period=1)
     sweep = SweepDir(root, spec.name)
     prepare(spec, sweep)
-    init_ray(None)
+    connect(find_target("local"))
     first = FirstStart()
     start = time.perf_counter()
-    build_tuner(spec, sweep, Segment("tune-1", n), first=True, data_dir=root, device_name="cpu",
+    build_tuner(spec, sweep, Segment("tune-1", n), first=True, data_dir=root,
                 restore=False, trainable=noop_ours, callbacks=[first]).fit()
     return first.at - command_start, time.perf_counter() - start
 
@@ -100,13 +107,159 @@ def run_bare(n: int, root: str) -> tuple[float, float]:
     return first.at - start, time.perf_counter() - start
 
 
+class _InTunesThread:
+    """The recorder's writes as they were before its writer thread: each event's rows written
+    and flushed inside the Tune hook (the ``_Writer`` interface, synchronously)."""
+
+    def __init__(self, open_store):
+        self._open_store = open_store
+
+    def put(self, *, trials=(), epochs=()) -> None:
+        store = self._open_store()
+        store.write(trials=trials, epochs=epochs)
+        store.flush()
+
+    def drain(self) -> None:
+        pass
+
+    raise_error = close = drain
+
+
+def _timed_recorder():
+    """SweepRecorder timing its hooks (they run in Tune's thread) into ``TIMES``."""
+    from .recorder import SweepRecorder
+
+    class Timed(SweepRecorder):
+        in_tunes_thread = False
+
+        @property
+        def writer(self):
+            if self.in_tunes_thread and self._writer is None:
+                self._writer = _InTunesThread(lambda: self.store)
+            return super().writer
+
+        def _timed(self, hook: str, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return getattr(super(), hook)(*args, **kwargs)
+            finally:
+                TIMES.setdefault(hook, []).append(time.perf_counter() - start)
+
+        def on_trial_start(self, *args, **kwargs):
+            return self._timed("on_trial_start", *args, **kwargs)
+
+        def on_trial_result(self, *args, **kwargs):
+            return self._timed("on_trial_result", *args, **kwargs)
+
+        def on_trial_complete(self, *args, **kwargs):
+            return self._timed("on_trial_complete", *args, **kwargs)
+
+        def get_state(self):
+            return self._timed("get_state")
+
+        def _say(self, trial, message: str) -> None:
+            pass  # the numbers, not the progress lines
+
+    return Timed
+
+
+TIMES: dict[str, list[float]] = {}
+HOOKS = ("on_trial_start", "on_trial_result", "on_trial_complete", "get_state")
+
+
+def run_recorder(n: int, storage: str, *, in_tunes_thread: bool) -> dict[str, list[float]]:
+    """N no-op trials (3 epochs, 2 at a time) of one sweep on ``storage``, as search.run runs
+    them (the sweep's lease held, its study and database on that storage); seconds per hook."""
+    import secrets
+
+    from trainer.recipe import Recipe
+
+    from . import tuner
+    from .lease import sweep_lock
+    from .spec import SweepSpec
+    from .sweepdir import Segment, SweepDir, prepare
+
+    spec = SweepSpec(name=f"bench-recorder-{secrets.token_hex(3)}", budget=30_000, dataset="digits",
+                     min_blocks=1, max_blocks=2, channel_multiple=4, trials=n, max_concurrent=2,
+                     recipe=Recipe(method="pgd_at", epochs=EPOCHS), scheduler="none")
+    sweep = SweepDir(storage, spec.name)
+    timed, real = _timed_recorder(), tuner.SweepRecorder
+    timed.in_tunes_thread = in_tunes_thread
+    TIMES.clear()
+    tuner.SweepRecorder = timed
+    try:
+        with sweep_lock(sweep.uri, spec.name):
+            prepare(spec, sweep)
+            tuner.build_tuner(spec, sweep, Segment("tune-1", n), first=True, data_dir=".",
+                              restore=False, trainable=noop_ours).fit()
+    finally:
+        tuner.SweepRecorder = real
+    return {hook: list(TIMES.get(hook, [])) for hook in HOOKS}
+
+
+def _local_s3():
+    """A moto_server on 127.0.0.1 (the dev extra's moto[server], started as the tests start it)
+    with a new bucket: (storage URI, the server's pid)."""
+    try:
+        from tests.harness.s3 import start
+    except ImportError:
+        raise SystemExit("error: --recorder without --storage starts a moto_server through "
+                         "tests/harness/s3.py: run it from the repository with the dev extra "
+                         "installed, or give --storage s3://BUCKET/PREFIX") from None
+    import pathlib
+
+    server = start(pathlib.Path(tempfile.gettempdir()) / f"bench-moto-{os.getpid()}.log")
+    os.environ.update(server.env)  # this driver and the Ray workers it starts reach it
+    return f"s3://{server.make_bucket(f'bench-{os.getpid()}')}/runs", server.pid
+
+
+def _quantiles(seconds: list[float]) -> str:
+    if not seconds:
+        return "no events"
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return f"median {statistics.median(ordered) * 1e3:7.1f} ms, p95 {p95 * 1e3:7.1f} ms ({len(ordered)})"
+
+
+def main_recorder(n: int, storage: str | None) -> None:
+    from .cluster import connect, find_target
+    from .driver import quiet_libraries
+
+    quiet_libraries()
+    server = None
+    if storage is None:
+        storage, server = _local_s3()
+    try:
+        connect(find_target("local"))
+        before = run_recorder(n, storage, in_tunes_thread=True)
+        now = run_recorder(n, storage, in_tunes_thread=False)
+    finally:
+        if server is not None:
+            from tests.harness.s3 import stop
+
+            stop(server)
+    where = "a moto_server on 127.0.0.1" if server else storage
+    print(f"trial-database recorder, seconds in Tune's thread per event: {n} no-op trials x "
+          f"{EPOCHS} epochs, 2 at a time, sweep on {where}")
+    for hook in HOOKS:
+        print(f"  {hook:18} writes in Tune's thread (before): {_quantiles(before[hook])}")
+        print(f"  {'':18} writer thread (now):              {_quantiles(now[hook])}")
+    print("  (get_state: Tune's snapshot waiting for the rows queued before it; every few seconds)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-n", type=int, default=24, help="trials per stack (24)")
-    n = p.parse_args().n
-    command_start = time.perf_counter()
+    p.add_argument("-n", type=int, help="trials per stack (24; 8 with --recorder)")
+    p.add_argument("--recorder", action="store_true",
+                   help="time the trial-database recorder in Tune's thread, on object storage")
+    p.add_argument("--storage", help="with --recorder: the store to use (default: a local moto_server)")
+    args = p.parse_args()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # localhost only, as search.run
+    if args.recorder:
+        main_recorder(args.n or 8, args.storage)
+        return
+    n = args.n or 24
     with tempfile.TemporaryDirectory() as root:
         ours_first, ours_total = run_ours(n, root, command_start)
         bare_first, bare_total = run_bare(n, root)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
-import time
 
 from .db import storage
 from .db.schema import EvalRow
@@ -32,25 +31,36 @@ def best_model_path(sweep, trial_id: str) -> str | None:
     return max(found) if found else None
 
 
-def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_dir: str) -> dict:
-    """(Runs as a Ray task.) Accuracy and seconds per attack of the model saved at ``path`` in
-    the filesystem of ``sweep_uri``."""
+def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_dir: str):
+    """(Runs as a streaming Ray task.) Evaluates the model saved at ``path`` in the filesystem
+    of ``sweep_uri`` at the budget it was trained at, yielding a dict per attack (and AutoAttack
+    component) as it finishes: accuracy, its own seconds, the time left, n, eps, step size."""
     import pyarrow.fs as pafs
 
-    from trainer import evaluate
-    from trainer.checkpoint import load_model
-    from trainer.data import load_splits
+    from trainer.evaluation import evaluation_steps
 
     fs, _ = storage.resolve(sweep_uri)
     with tempfile.TemporaryDirectory() as tmp:
         if not storage.is_local(sweep_uri):
             pafs.copy_files(path, os.path.join(tmp, "best.pt"), source_filesystem=fs)
             path = os.path.join(tmp, "best.pt")
-        start = time.perf_counter()
-        accuracies = evaluate(path, attacks=attacks, split="test", data_dir=data_dir)
-        seconds = time.perf_counter() - start
-        n_test = len(load_splits(load_model(path)[1].name, data_dir=data_dir, device="cpu").test)
-    return {"accuracies": accuracies, "seconds": seconds, "n_examples": n_test}
+        for done in evaluation_steps(path, attacks=attacks, split="test", data_dir=data_dir):
+            yield {"attack": done.attack, "accuracy": done.accuracy, "seconds": done.seconds,
+                   "eta_seconds": done.eta_seconds, "final": done.final, "n_examples": done.n,
+                   "eps": done.budget.eps, "step_size": done.budget.step_size}
+
+
+def _progress(trial_id: str, event: dict, etas: dict[str, float | None]) -> str:
+    """One line per finished attack or component: accuracy, its seconds, the time left."""
+    etas[trial_id] = event["eta_seconds"]
+    known = [e for e in etas.values() if e is not None]
+    left = f"; about {_duration(max(known))} left" if known and len(known) == len(etas) else ""
+    return (f"[{trial_id}] {event['attack']}: {event['accuracy']:.1%} in {event['seconds']:.1f} s "
+            f"(eps {event['eps']:.4g}){left}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
@@ -59,7 +69,8 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
     from trainer.attack_names import parse_attack
     from trainer.status import Status
 
-    from .db import TrialStore, load_evals, load_trials, most_robust
+    from .db import load_evals, load_trials, most_robust
+    from .recorder import open_store
 
     names = [parse_attack(a).name for a in spec.final_attacks]
     trials = load_trials(sweep.storage, spec.name)
@@ -70,7 +81,8 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
     if not todo:
         say(f"final evaluation: top {len(top)} configs already evaluated")
         return
-    task = ray.remote(num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial)(evaluate_remote)
+    task = ray.remote(num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial,
+                      num_returns="streaming")(evaluate_remote)
     pending = {}
     for trial_id in todo:
         path = best_model_path(sweep, trial_id)
@@ -79,17 +91,28 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
             continue
         pending[task.remote(sweep.uri, path, spec.final_attacks, data_dir)] = trial_id
     say(f"final evaluation of {len(pending)} configs on the test split: {', '.join(names)}")
-    store = TrialStore(sweep.storage, spec.name)
+    store = open_store(sweep.storage, spec.name)  # every write checks the driver's lease
+    results: dict[str, list[dict]] = {trial_id: [] for trial_id in pending.values()}
+    etas: dict[str, float | None] = {trial_id: None for trial_id in pending.values()}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        trial_id = pending.pop(ready[0])
-        out = ray.get(ready[0])
-        now = dt.datetime.now(dt.timezone.utc)
-        store.write(evals=[EvalRow(sweep=spec.name, trial_id=trial_id, attack=attack, split="test",
-                                   accuracy=acc, n_examples=out["n_examples"], seconds=out["seconds"],
-                                   recorded_at=now)
-                           for attack, acc in out["accuracies"].items()])
-        store.flush()
-        say(f"[{trial_id}] test: " + ", ".join(f"{a} {v:.1%}" for a, v in out["accuracies"].items()))
+        trial_id = pending[ready[0]]
+        try:
+            event = ray.get(next(ready[0]))
+        except StopIteration:  # this config's evaluation is complete
+            del pending[ready[0]]
+            etas.pop(trial_id)
+            out = [e for e in results.pop(trial_id) if e["final"]]
+            total, now = sum(e["seconds"] for e in out), dt.datetime.now(dt.timezone.utc)
+            store.write(evals=[EvalRow(sweep=spec.name, trial_id=trial_id, attack=e["attack"],
+                                       split="test", accuracy=e["accuracy"], n_examples=e["n_examples"],
+                                       seconds=total, attack_seconds=e["seconds"], eps=e["eps"],
+                                       step_size=e["step_size"], recorded_at=now) for e in out])
+            store.flush()
+            say(f"[{trial_id}] test: " + ", ".join(f"{e['attack']} {e['accuracy']:.1%}" for e in out)
+                + f" ({total:.0f} s)")
+            continue
+        results[trial_id].append(event)
+        say(_progress(trial_id, event, etas))
     store.close()
 

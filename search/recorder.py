@@ -2,6 +2,15 @@
 
 Tune pickles its callbacks into the experiment state and unpickles them on ``Tuner.restore``,
 so these hold only plain data and open their store lazily.
+
+The database is written off Tune's thread: a hook turns the event into rows and queues them
+(about a millisecond), and a writer thread writes whatever has queued up as one part per table
+(rows that arrive while a write is on the wire go out together in the next). So a slow store
+(S3: a PUT and a listing per table) never stalls Tune's scheduling. Before Tune uploads a
+snapshot of its state it asks its callbacks for theirs (``get_state``): the recorder waits there
+until every row queued so far is written, so the snapshot does not get ahead of the database
+(the one overlap left, and the backfill covering it: docs/ARCHITECTURE.md, Reliability). A
+write error is raised in Tune's thread at the next hook.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ import datetime as dt
 import json
 import math
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +28,15 @@ from ray import tune
 from space_defs import WRNConfig, format_count, macs, param_count
 
 from trainer.report import METRICS as EPOCH_FIELDS
+from trainer.report import best_epoch
 from trainer.status import Status
 
 from .db.schema import EpochRow, TrialRow
+from .db.storage import join
+from .lease import writer_guard
 from .provenance import code_version, library_versions
 from .spec import SweepSpec
-from .trainable import ERROR, NOTE, TRIAL_STATUS
+from .trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS
 
 
 def _now() -> dt.datetime:
@@ -43,9 +56,10 @@ class _Trial:
     def last(self) -> dict[str, Any] | None:
         return self.epochs[max(self.epochs)] if self.epochs else None
 
-    @property
-    def best(self) -> dict[str, Any] | None:
-        return max(self.epochs.values(), key=lambda r: r["val_robust_acc"], default=None)
+    def best(self, selected_by: tuple[str, ...]) -> dict[str, Any] | None:
+        """The selected epoch, by the trainer's rule (``Recipe.selected_by``), as best.pt is."""
+        return best_epoch([r for r in self.epochs.values() if r.get(TRIAL_STATUS) != Status.DIVERGED],
+                          selected_by)
 
 
 def final_status(spec: SweepSpec, trainer_status: str | None, epochs_done: int, errored: bool) -> Status:
@@ -59,10 +73,9 @@ def final_status(spec: SweepSpec, trainer_status: str | None, epochs_done: int, 
 class SweepRecorder(tune.Callback):
     """Writes the trials and epochs tables (the database's only writer) and prints progress."""
 
-    def __init__(self, spec: SweepSpec, storage: str, *, device_name: str = "cpu"):
+    def __init__(self, spec: SweepSpec, storage: str):
         self.spec_json = spec.to_json()
         self.storage = storage
-        self.device_name = device_name
         self._state()
 
     def _state(self) -> None:
@@ -73,9 +86,11 @@ class SweepRecorder(tune.Callback):
         self._ended: dict[str, int] = {}
         self._earlier: dict[str, dict[str, Any]] | None = None
         self._synced = False
+        self._writer: _Writer | None = None
+        self._store_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"spec_json": self.spec_json, "storage": self.storage, "device_name": self.device_name}
+        return {"spec_json": self.spec_json, "storage": self.storage}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -83,11 +98,24 @@ class SweepRecorder(tune.Callback):
 
     @property
     def store(self):
-        if self._store is None:
-            from .db import TrialStore
+        """The sweep's TrialStore (opened on first use, by whichever thread needs it first)."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = open_store(self.storage, self.spec.name)
+            return self._store
 
-            self._store = TrialStore(self.storage, self.spec.name)
-        return self._store
+    @property
+    def writer(self) -> _Writer:
+        if self._writer is None:
+            self._writer = _Writer(lambda: self.store, self.spec.name)
+        return self._writer
+
+    def get_state(self) -> None:
+        """Called by Tune as it snapshots its state, before it uploads the snapshot: every row
+        queued so far is written first. (No state of its own: None keeps Tune from writing any.)"""
+        if self._writer is not None:
+            self._writer.drain()
+        return None
 
     # -- Tune hooks ----------------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -97,25 +125,39 @@ class SweepRecorder(tune.Callback):
                          f"{format_count(macs(t.arch))} MACs")
 
     def on_step_begin(self, iteration, trials, **info):
-        """Once per driver run: a driver that died between Tune's snapshot and its own database
-        write leaves Tune ahead of the database; write what the database lacks from Tune's
-        records of the trials it will not run again."""
+        """Every step: a failed database write is raised here, in Tune's thread. Once per driver
+        run: a driver that died with rows still queued (or between Tune's snapshot and its own
+        database write) leaves Tune ahead of the database; write what the database lacks from
+        Tune's records of every trial it restored (its result.json and last result)."""
+        if self._writer is not None:
+            self._writer.raise_error()
         if self._synced:
             return
         self._synced = True
+        from .tune_state import forget_deleted_checkpoints
+
+        forget_deleted_checkpoints(trials)
         recorded = self._recorded()
         for trial in trials:
-            if trial.status not in ("TERMINATED", "ERROR"):
-                continue
             if recorded.get(trial.trial_id, {}).get("status", Status.RUNNING) != Status.RUNNING:
                 continue
+            ended = trial.status in ("TERMINATED", "ERROR")
+            results = _tune_results(trial)
+            if not results and not ended:
+                continue  # not started yet
             t = self._track(trial)
-            for result in _tune_results(trial):
+            backfilled = False
+            for result in results:
                 if result.get(TRIAL_STATUS) == Status.FAILED:
-                    t.failure = result.get(ERROR) or "failed"
+                    if ended:  # a trial that runs again may yet succeed
+                        t.failure = result.get(ERROR) or "failed"
                 elif "epoch" in result and int(result["epoch"]) not in t.epochs:
                     self._record_epoch(trial, t, result)
-            self._end(trial, errored=trial.status == "ERROR")
+                    backfilled = True
+            if ended:
+                self._end(trial, errored=trial.status == "ERROR")
+            elif backfilled:
+                self._write(trial, Status.RUNNING)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         t = self._track(trial)
@@ -129,16 +171,25 @@ class SweepRecorder(tune.Callback):
         robust, clean = result["val_robust_acc"], result["val_clean_acc"]
         self._say(trial, f"epoch {epoch}/{self.spec.recipe.epochs}: val robust {robust:.1%}, "
                          f"clean {clean:.1%}, {result['epoch_seconds']:.1f} s")
+        if self._best is None:
+            self._best = self._best_recorded()
         if self._best is None or robust > self._best[0]:
             self._best = (robust, trial.trial_id)
             self._say(trial, f"best so far: {robust:.1%} val robust ({t.arch.name}, epoch {epoch})")
 
+    def _best_recorded(self) -> tuple[float, str] | None:
+        """The sweep's best val robust accuracy before this driver run (from the database), so
+        "best so far" does not restart when the sweep is resumed or extended."""
+        scored = [(r["val_robust_acc"], trial_id) for trial_id, rec in self._recorded().items()
+                  for r in rec.get("epochs", {}).values() if r.get("val_robust_acc") is not None]
+        return max(scored, default=None)
+
     def _record_epoch(self, trial, t: _Trial, result: dict[str, Any]) -> int:
         epoch = int(result["epoch"])
-        t.epochs[epoch] = {k: result.get(k) for k in (*EPOCH_FIELDS, TRIAL_STATUS)}
-        self.store.write(epochs=[EpochRow(sweep=self.spec.name, trial_id=trial.trial_id,
-                                          epoch=epoch, recorded_at=_now(),
-                                          **{k: _number(result.get(k)) for k in EPOCH_FIELDS})])
+        t.epochs[epoch] = {k: result.get(k) for k in (*EPOCH_FIELDS, TRIAL_STATUS, DEVICE, GPUS)}
+        self.writer.put(epochs=[EpochRow(sweep=self.spec.name, trial_id=trial.trial_id,
+                                         epoch=epoch, recorded_at=_now(),
+                                         **{k: _number(result.get(k)) for k in EPOCH_FIELDS})])
         return epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -148,10 +199,13 @@ class SweepRecorder(tune.Callback):
         self._end(trial, errored=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._say(trial, f"failed, retrying from its last checkpoint: {_error(trial)}")
+        from .cluster import is_node_loss, trial_error
+
+        what = "lost its node" if is_node_loss(trial_error(trial)) else "failed"
+        self._say(trial, f"{what}, retrying from its last checkpoint: {_error(trial)}")
 
     def on_experiment_end(self, trials, **info):
-        self.store.flush()
+        self.writer.close()  # every queued row written; from here on this thread writes
         mark_lost(self.spec.name, self.storage, live={t.trial_id for t in trials}, store=self.store)
         self.store.close()
 
@@ -169,7 +223,8 @@ class SweepRecorder(tune.Callback):
         if self._earlier is None:
             from .db import load_epochs, load_trials
 
-            self.store.flush()
+            self.writer.drain()
+            self.store.flush()  # (nothing buffered) opened: its tables exist, the sweep is known
             self._earlier = {}
             trials = load_trials(self.storage, self.spec.name)
             for row in trials.itertuples():
@@ -193,14 +248,12 @@ class SweepRecorder(tune.Callback):
         self._say(trial, f"{status.replace('_', ' ')}{detail}")
 
     def _write(self, trial, status: str, error: str | None = None) -> None:
-        self.store.write(trials=[self.trial_row(trial, status, error)])
+        self.writer.put(trials=[self.trial_row(trial, status, error)])
 
     def trial_row(self, trial, status: str, error: str | None) -> TrialRow:
         spec, t = self.spec, self._track(trial)
         recipe = spec.recipe
-        last, best = t.last, t.best
-        seconds = sum((r.get("train_seconds") or 0) + (r.get("eval_seconds") or 0)
-                      for r in t.epochs.values())
+        last, best = t.last, t.best(recipe.selected_by)
         return TrialRow(
             sweep=spec.name, trial_id=trial.trial_id, status=status, space=spec.space,
             **t.arch.to_dict(), params=param_count(t.arch), macs=macs(t.arch), budget=spec.budget,
@@ -216,7 +269,10 @@ class SweepRecorder(tune.Callback):
             last_epoch=max(t.epochs) if t.epochs else None,
             train_seconds=sum(r.get("train_seconds") or 0 for r in t.epochs.values()),
             eval_seconds=sum(r.get("eval_seconds") or 0 for r in t.epochs.values()),
-            gpu_hours=seconds * spec.gpus_per_trial / 3600, device_name=self.device_name,
+            gpu_hours=sum(_seconds(r) * (r.get(GPUS) if r.get(GPUS) is not None else spec.gpus_per_trial)
+                          for r in t.epochs.values()) / 3600,
+            device_name=next((r[DEVICE] for r in reversed(t.epochs.values()) if r.get(DEVICE)),
+                             "cpu" if not spec.gpus_per_trial else "GPU"),
             code_version=code_version(), library_versions=json.dumps(library_versions()),
             started_at=t.started_at, updated_at=_now(), error=error)
 
@@ -229,7 +285,7 @@ def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
     resume (its snapshot was torn, or never written); returns how many there were."""
     import dataclasses
 
-    from .db import TrialStore, list_sweeps, load_trials
+    from .db import list_sweeps, load_trials
 
     if sweep not in list_sweeps(storage):
         return 0
@@ -237,7 +293,7 @@ def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
     lost = rows[(rows["status"] == Status.RUNNING) & ~rows["trial_id"].isin(live)].to_dict("records")
     if not lost:
         return 0
-    store = store or TrialStore(storage, sweep)
+    store = store or open_store(storage, sweep)
     store.write(trials=[dataclasses.replace(
         TrialRow.from_record(row), status=Status.LOST, updated_at=_now(),
         error="lost: Tune's experiment state holding it was torn (full disk or a kill "
@@ -249,6 +305,83 @@ def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
     return len(lost)
 
 
+def open_store(storage: str, sweep: str):
+    """The sweep's TrialStore as its driver writes it: every write checks the driver's lease."""
+    from .db import TrialStore
+
+    return TrialStore(storage, sweep, guard=writer_guard(join(storage, sweep)))
+
+
+class _Writer:
+    """The trial database's writes, on a thread of their own (see the module's docstring):
+    ``put`` queues rows, the thread writes everything queued as one flush (one part per table),
+    ``drain`` waits until all rows put so far are written, ``close`` also ends the thread. The
+    first error stops the writer and is raised by every later call, in the caller's thread."""
+
+    def __init__(self, open_store, sweep: str):
+        self._open_store = open_store
+        self._trials: list[TrialRow] = []
+        self._epochs: list[EpochRow] = []
+        self._writing = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"trial database {sweep}", daemon=True)
+        self._thread.start()
+
+    def put(self, *, trials=(), epochs=()) -> None:
+        self.raise_error()
+        with self._cond:
+            self._trials.extend(trials)
+            self._epochs.extend(epochs)
+            self._cond.notify_all()
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def drain(self) -> None:
+        with self._cond:
+            while (self._trials or self._epochs or self._writing) and self._error is None:
+                self._cond.wait()
+        self.raise_error()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.drain()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._trials or self._epochs or self._closed):
+                    self._cond.wait()
+                if not (self._trials or self._epochs):
+                    return  # closed, and everything written
+                trials, epochs = self._trials, self._epochs
+                self._trials, self._epochs = [], []
+                self._writing = True
+            try:
+                store = self._open_store()
+                store.write(trials=trials, epochs=epochs)
+                store.flush()
+            except BaseException as e:  # noqa: BLE001  (raised again in Tune's thread)
+                with self._cond:
+                    self._error = e
+                    self._writing = False
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+def _seconds(result: dict[str, Any]) -> float:
+    return (result.get("train_seconds") or 0) + (result.get("eval_seconds") or 0)
+
+
 def _epoch_of(t: _Trial, result: dict[str, Any]) -> int:
     return next(e for e, r in t.epochs.items() if r is result)
 
@@ -258,7 +391,9 @@ def _number(value: Any) -> float | None:
 
 
 def _tune_results(trial) -> list[dict[str, Any]]:
-    """Every result Tune logged for the trial (its result.json in storage), then its last."""
+    """Every result Tune logged for the trial (its result.json in storage), then those its
+    snapshot holds: the results of the checkpoints it keeps (the newest, which the trial
+    resumes from, among them) and its last."""
     results = []
     try:
         storage = trial.storage
@@ -266,7 +401,9 @@ def _tune_results(trial) -> list[dict[str, Any]]:
             results = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
     except (OSError, ValueError, AttributeError):
         pass
-    return results + ([trial.last_result] if trial.last_result else [])
+    manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
+    kept = [r.metrics for r in getattr(manager, "_checkpoint_results", None) or [] if r.metrics]
+    return results + kept + ([trial.last_result] if trial.last_result else [])
 
 
 def _error(trial) -> str:

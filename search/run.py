@@ -1,14 +1,14 @@
 """python -m search.run --budget 36M: sweep per-stage depth/width under a parameter budget.
 
-Runs on the Ray cluster at --address (or RAY_ADDRESS), else on an embedded local Ray. Running
-the same command again resumes the sweep of that --name after any crash; a larger --trials
-extends a finished sweep. Every flag below the first group is a field of the sweep's SweepSpec
-or of its training Recipe, with the same default.
+Running the same command again resumes the sweep of that --name after any crash; a larger
+--trials extends a finished sweep. Every flag below the first group is a field of the sweep's
+SweepSpec or of its training Recipe, with the same default.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from space_defs import format_count, parse_budget
@@ -16,6 +16,7 @@ from space_defs.cli import Parser, UsageError, add_fields, given
 from trainer.recipe import Recipe
 from trainer.status import Status
 
+from .cluster import ATTACH_RULE, SHARED_STORAGE_HELP
 from .spec import SweepSpec, demo
 
 
@@ -27,7 +28,7 @@ def _count(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m search.run", description=__doc__,
+    p = Parser(prog="python -m search.run", description=f"{__doc__}\nWhere: {ATTACH_RULE}",
                formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--budget", type=_count, default=argparse.SUPPRESS,
@@ -37,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
     a("--name", default=argparse.SUPPRESS,
       help="sweep name (default: DATASET-BUDGET-METHOD); rerun a name to resume it")
     a("--storage", default="./runs", help="local path or s3:// URI holding all sweeps (./runs)")
-    a("--address", help="Ray cluster address (else RAY_ADDRESS, else an embedded local Ray)")
+    a("--address", help="Ray cluster address, or 'local' for an embedded Ray (see Where above)")
+    a("--shared-storage", action="store_true", help=SHARED_STORAGE_HELP)
     a("--data-dir", help="where datasets are downloaded, once per node")
     a("--max-macs", type=_count, default=argparse.SUPPRESS, help="compute cap per image, e.g. 10G (none)")
     add_fields(p.add_argument_group("sweep (SweepSpec fields)"), SweepSpec,
@@ -72,9 +74,6 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
         spec = build_spec(args)
         spec.check()
         storage.check(args.storage)
-        from .driver import check_reachable
-
-        check_reachable(args.address)
     except ValueError as e:
         return _usage_error(e)
 
@@ -83,7 +82,8 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
 
     try:
         spec = run_sweep(spec, storage=args.storage, address=args.address, data_dir=args.data_dir,
-                         auto_gpus=not hasattr(args, "gpus_per_trial"), trainable=trainable)
+                         gpus_per_trial=getattr(args, "gpus_per_trial", None),
+                         shared_storage=args.shared_storage, trainable=trainable)
     except (UsageError, StoreError) as e:
         return _usage_error(e)
     print(summary(spec, args.storage))
@@ -99,19 +99,67 @@ def summary(spec: SweepSpec, storage: str) -> str:
     counts = trials["status"].value_counts().to_dict()
     lines = [f"sweep {spec.name}: {len(trials)} trials: "
              + ", ".join(f"{n} {Status(s).replace('_', ' ')}" for s, n in sorted(counts.items()))]
-    ranked = most_robust(trials[trials["epochs_done"] >= trials["epochs_planned"]])
+    full = trials[(trials["epochs_done"] >= trials["epochs_planned"]).to_numpy(dtype=bool)]
+    ranked = most_robust(full)
     if len(ranked):
         best = ranked.iloc[0]
-        lines.append(
-            f"best: d{best.depth1}-{best.depth2}-{best.depth3} c{best.channel1}-{best.channel2}-"
-            f"{best.channel3}, {format_count(best.params)} params, {format_count(best.macs)} MACs: "
-            f"val robust {best.best_val_robust_acc:.1%} (epoch {best.best_val_robust_epoch}), "
-            f"clean {best.best_val_clean_acc:.1%}")
+        lines.append(f"best: {_described(best)}")
+        lines += _vs_uniform(spec, trials, ranked, best)
     lines.append(f"GPU-hours: {trials['gpu_hours'].sum():.2f}; train {trials['train_seconds'].sum():.0f} s, "
                  f"eval {trials['eval_seconds'].sum():.0f} s")
     lines.append(f"database: {join(storage, spec.name, 'db')}")
-    lines.append(f"next: python -m search.query best --storage {storage} --sweep {spec.name}")
+    lines.append(f"next: python -m search.query best --storage {shlex.quote(storage)} "
+                 f"--sweep {spec.name}")
     return "\n".join(lines)
+
+
+def _described(row) -> str:
+    return (f"d{row.depth1}-{row.depth2}-{row.depth3} c{row.channel1}-{row.channel2}-{row.channel3}, "
+            f"{format_count(row.params)} params, {format_count(row.macs)} MACs: val robust "
+            f"{row.best_val_robust_acc:.1%}, clean {row.best_val_clean_acc:.1%} (epoch "
+            f"{int(row.best_val_robust_epoch)} of {int(row.epochs_done)})")
+
+
+def _vs_uniform(spec: SweepSpec, trials, ranked, best) -> list[str]:
+    """How the best compares with the uniform WRN baseline of the same budget, and whether the
+    gap is more than the noise of the validation subsets (binomial standard errors)."""
+    import math
+
+    from space_defs import baselines
+    from trainer.datasets import dataset_spec
+
+    from .db.ranking import standard_error
+
+    uniform = baselines(spec.budget, space=spec.search_space(), max_macs=spec.max_macs,
+                        tolerance=spec.tolerance)[0]
+    found = [r for r in trials.itertuples() if (r.depth1, r.depth2, r.depth3) == uniform.depths
+             and (r.channel1, r.channel2, r.channel3) == uniform.channels]
+    label = f"uniform baseline d{'-'.join(map(str, uniform.depths))} c{'-'.join(map(str, uniform.channels))}"
+    if not found:
+        return [f"{label}: not in this sweep"]
+    full = [r for r in ranked.itertuples() if r.trial_id in {f.trial_id for f in found}]
+    if not full:
+        r = found[0]
+        return [f"{label}: {Status(r.status).replace('_', ' ')} after {int(r.epochs_done)} epochs, "
+                "not comparable with fully trained trials"]
+    base, other, name = full[0], best, "best"
+    if base.trial_id == best.trial_id:
+        rest = [r for r in ranked.itertuples() if r.trial_id != base.trial_id]
+        if not rest:
+            return [f"the best is the {label} itself"]
+        other, name = rest[0], "runner-up"
+        lines = [f"the best is the {label} itself; the runner-up: {_described(other)}"]
+    else:
+        lines = [f"{label}: {_described(base)}"]
+    n_robust, n_clean = spec.recipe.val_size, dataset_spec(spec.dataset).val_size
+    for what, key, n in (("robust", "best_val_robust_acc", n_robust), ("clean", "best_val_clean_acc", n_clean)):
+        a, b = getattr(other, key), getattr(base, key)
+        se = math.hypot(standard_error(a, n), standard_error(b, n))
+        z = (a - b) / se if se > 0 else math.copysign(math.inf, a - b) if a != b else 0.0
+        verdict = "within noise" if abs(z) < 2 else ("better" if z > 0 else "worse")
+        lines.append(f"  {name} - uniform, val {what}: {100 * (a - b):+.1f} points +- {100 * se:.1f} "
+                     f"(1 s.e., {n} images each; {verdict}, z = {z:.1f})")
+    return lines
 
 
 def _usage_error(e: Exception) -> int:

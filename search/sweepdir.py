@@ -45,6 +45,11 @@ class SweepDir:
         return storage.read_text(self.fs, f"{self.path}/{name}")
 
     def write(self, name: str, text: str) -> None:
+        """Replace the file whole; LeaseLost if this driver no longer holds the sweep's lease."""
+        from .lease import held_lease
+
+        if (lease := held_lease(self.uri)) is not None:
+            lease.check()
         self.fs.create_dir(self.path, recursive=True)
         storage.write_bytes(self.fs, f"{self.path}/{name}", text.encode())
 
@@ -68,19 +73,26 @@ class SweepDir:
         self.write(SEGMENTS_FILE, json.dumps([dataclasses.asdict(s) for s in segments], indent=2))
 
 
-def prepare(spec: SweepSpec, sweep: SweepDir) -> SweepSpec:
-    """The spec to run: a new sweep is checked and saved; an existing one must not have
-    changed what its results mean (only --trials may grow, and how it runs may change)."""
+def saved_spec(spec: SweepSpec, sweep: SweepDir) -> SweepSpec | None:
+    """The spec the sweep was saved with (None for a new sweep); UsageError if ``spec`` changes
+    what its results mean (only --trials may grow, and how it runs may change). Reads only, so
+    the driver checks this before it takes the sweep's lock as well as after."""
     saved_text = sweep.read(SPEC_FILE)
     if saved_text is None:
-        spec.check()
-        sweep.write(SPEC_FILE, spec.to_json())
-        return spec
+        return None
     saved = SweepSpec.from_json(saved_text)
     changes = spec.changes_from(saved)
     if changes:
         raise UsageError(f"sweep {spec.name!r} already exists with other settings ({'; '.join(changes)}); "
                          f"rerun it with its original arguments (only --trials may grow) or pick a new --name")
+    return saved
+
+
+def prepare(spec: SweepSpec, sweep: SweepDir) -> SweepSpec:
+    """The spec to run, saved: a new sweep's after checking it can meet its budget."""
+    saved = saved_spec(spec, sweep)
+    if saved is None:
+        spec.check()
     if spec != saved:
         sweep.write(SPEC_FILE, spec.to_json())
     return spec

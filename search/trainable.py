@@ -21,6 +21,8 @@ from .spec import SweepSpec
 TRIAL_STATUS = "trial_status"  # Tune's own "status" is taken
 ERROR = "error"  # a trial's failure that retrying cannot fix, reported as its last result
 NOTE = "note"  # something the trainer wants the user to know (e.g. a skipped checkpoint)
+DEVICE = "device"  # where the trial really ran: torch's GPU name or "cpu"
+GPUS = "gpus"  # GPUs Ray granted it (GPU-hours = GPUs x hours)
 
 
 def epoch_result(report: EpochReport, arch: WRNConfig) -> dict[str, Any]:
@@ -44,11 +46,15 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
     """Train the architecture in ``config``; resumes from Tune's checkpoint after a failure.
 
     Errors that a retry cannot fix (out of memory at this size, an invalid config, a dataset
-    that is neither on disk nor downloadable) end the trial as ``failed`` with its message; any
-    other error propagates, and Tune retries the trial from its last checkpoint."""
+    that is neither on disk nor downloadable) end the trial as ``failed`` with its message. Any
+    other error of its own is retried from the last checkpoint OWN_ERROR_RETRIES times (counted
+    beside the trial, across nodes), then ends it as ``failed``; losing its node is Tune's to
+    retry, many more times (search.cluster)."""
     import torch
 
     from trainer import fit
+
+    from .cluster import OwnErrors, trial_device
 
     spec = SweepSpec.from_json(spec_json)
     arch = WRNConfig.from_dict(config)
@@ -60,12 +66,22 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
         restored.to_directory(str(state_dir))
     last: dict[str, Any] | None = None
 
+    device = trial_device()
+    note = device.note  # said once, with the first epoch of this attempt
+
     def report(epoch: EpochReport) -> None:
-        nonlocal last
-        last = epoch_result(epoch, arch)
+        nonlocal last, note
+        last = {**epoch_result(epoch, arch), DEVICE: device.name, GPUS: device.gpus}
+        last[NOTE] = "; ".join(n for n in (note, last[NOTE]) if n)
+        note = ""
         tune.report(last, checkpoint=tune.Checkpoint.from_directory(epoch.checkpoint_dir))
 
     try:
-        fit(arch, recipe, spec.dataset, report=report, checkpoint_dir=state_dir, data_dir=data_dir)
+        fit(arch, recipe, spec.dataset, report=report, checkpoint_dir=state_dir, data_dir=data_dir,
+            device=device.device)
     except (torch.OutOfMemoryError, ValueError, DataUnavailableError) as e:
+        tune.report(failure_result(e, last, arch))
+    except Exception as e:  # noqa: BLE001 - the trial's own error: retried a few times
+        if OwnErrors.of_this_trial().record(e):
+            raise
         tune.report(failure_result(e, last, arch))

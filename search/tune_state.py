@@ -51,3 +51,27 @@ def _intact(fs: pafs.FileSystem, path: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def forget_deleted_checkpoints(trials) -> None:
+    """Tune's snapshot can remember trial checkpoints deleted after it was taken (a trial keeps
+    the newest ``num_to_keep``, and the snapshot lags behind by a few seconds); a resumed trial's
+    next checkpoint would make Tune delete them again, fail with FileNotFoundError, log an ERROR
+    traceback and skip the rest of its bookkeeping for that checkpoint. Before the restored
+    trials run again, drop such checkpoints from their records (one file-info call per
+    remembered checkpoint; the newest one, which the trial resumes from, is kept whatever)."""
+    for trial in trials:
+        if trial.status == "TERMINATED":
+            continue  # reports nothing more, so deletes nothing
+        manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
+        remembered = list(getattr(manager, "_checkpoint_results", None) or [])
+        latest = getattr(manager, "_latest_checkpoint_result", None)
+        keep = latest.checkpoint.path if latest is not None else None
+        older = [r for r in remembered if r.checkpoint.path != keep]
+        if not older:
+            continue
+        infos = older[0].checkpoint.filesystem.get_file_info([r.checkpoint.path for r in older])
+        gone = {r.checkpoint.path for r, info in zip(older, infos)
+                if info.type == pafs.FileType.NotFound}
+        if gone:
+            manager._checkpoint_results = [r for r in remembered if r.checkpoint.path not in gone]

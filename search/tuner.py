@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from .cluster import failure_config
 from .recorder import SweepRecorder
 from .spec import SweepSpec
 from .sweepdir import Segment, SweepDir
 from .trainable import train_trial
-
-JOURNAL_FILE = "optuna.journal"
 
 
 @dataclass(frozen=True)
@@ -39,18 +38,57 @@ class DefineByRun:
         return cfg.to_dict()
 
 
+class StudySearch(OptunaSearch):
+    """OptunaSearch on the sweep's study, which outlives the driver. The study is written at
+    once, Tune's snapshot (holding this searcher's map of Tune trials to study trials) every few
+    seconds, so after a driver dies the study can be ahead of the snapshot Tune resumes from:
+
+    - a trial the study holds as finished is run again by Tune from its last checkpoint: its
+      results and its end are not told again (Optuna refuses to change a finished trial; the
+      outcome it holds stands), nor are results it already holds (Optuna would warn);
+    - a trial the study holds as running that no Tune trial will run (asked just before the
+      driver died) is told failed, and its parameters, when they were queued (the baselines),
+      are queued again, so no queued config is skipped.
+    """
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        known = {ot_trial._trial_id for ot_trial in self._ot_trials.values()}
+        for orphan in self._ot_study.get_trials(deepcopy=False,
+                                                states=(optuna.trial.TrialState.RUNNING,)):
+            if orphan._trial_id not in known:
+                self._ot_study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+                if fixed := orphan.system_attrs.get("fixed_params"):
+                    self._ot_study.enqueue_trial(fixed)
+
+    def _told_before(self, trial_id: str, step: int | None = None) -> bool:
+        """Finished in the study (or this step reported to it), though this searcher, restored
+        from Tune's snapshot, has not told it so."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if trial_id in self._completed_trials or ot_trial is None:
+            return False
+        known = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        return known.state.is_finished() or step in known.intermediate_values
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if not self._told_before(trial_id, result.get(TRAINING_ITERATION)):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._told_before(trial_id):
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
 def open_study(spec: SweepSpec, sweep: SweepDir, *, enqueue_baselines: bool):
     """The sweep's Optuna study storage, with the baselines queued first (once, however often
-    the segment is restarted). It lives in a journal file in the sweep directory (it opens in
-    optuna-dashboard); on object storage, where a journal cannot be appended to, in memory."""
-    from optuna.storages import InMemoryStorage, JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    the segment is restarted). It lives in the sweep directory (search.study: a journal file on
+    local disk, a chain of journal objects on object storage), so a resumed or extended sweep's
+    sampler knows every earlier trial; only the driver holding the sweep's lease writes it."""
+    from .study import open_study_storage
 
-    if sweep.local:
-        Path(sweep.path).mkdir(parents=True, exist_ok=True)
-        storage = JournalStorage(JournalFileBackend(os.path.join(sweep.path, JOURNAL_FILE)))
-    else:
-        storage = InMemoryStorage()
+    storage = open_study_storage(sweep.uri)
     directions = ["maximize" if m == "max" else "minimize" for m in spec.modes]
     study = optuna.create_study(storage=storage, study_name=spec.name, directions=directions,
                                 load_if_exists=True)
@@ -61,7 +99,7 @@ def open_study(spec: SweepSpec, sweep: SweepDir, *, enqueue_baselines: bool):
 
 
 def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bool, data_dir: str,
-                device_name: str, restore: bool, trainable=train_trial, callbacks=()) -> tune.Tuner:
+                restore: bool, trainable=train_trial, callbacks=()) -> tune.Tuner:
     """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks, the
     replay and the fault tests pass their own); ``callbacks`` are added to the recorder."""
     # Tune's result.json stays (the recorder backfills from it); its CSV and TensorBoard logs
@@ -82,7 +120,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     else:
         sampler = optuna.samplers.TPESampler(seed=spec.seed + len(sweep.segments()),
                                              n_startup_trials=min(10, max(2, spec.trials // 3)))
-    searcher = OptunaSearch(
+    searcher = StudySearch(
         space=DefineByRun(spec.to_json()), metric=metric, mode=mode, sampler=sampler,
         study_name=spec.name, storage=open_study(spec, sweep, enqueue_baselines=first))
     if spec.scheduler == "asha":
@@ -97,7 +135,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
             scheduler=scheduler, num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=segment.name, storage_path=sweep.uri, verbose=0,
-            callbacks=[JsonLoggerCallback(), SweepRecorder(spec, sweep.storage, device_name=device_name),
+            callbacks=[JsonLoggerCallback(), SweepRecorder(spec, sweep.storage),
                        *callbacks],
-            failure_config=tune.FailureConfig(max_failures=2),
+            failure_config=failure_config(),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))

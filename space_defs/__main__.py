@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import sys
 
-from . import SPACES, DataShape, baselines, format_count, macs, param_count, parse_budget, suggest_config
-from .cli import Parser, add_fields, given, integer, number
+from . import DataShape, baselines, format_count, macs, param_count, parse_budget, suggest_config
+from .cli import Parser, add_fields, given, integer
+from .options import SpaceOptions
 from .trials import RandomParams
 
 
@@ -15,31 +15,28 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m space_defs", description=__doc__)
     p.add_argument("--budget", required=True, help="parameter budget, e.g. 36M, 1.5M, 500K")
     p.add_argument("-n", type=integer, default=8, help="configs to sample (default: 8)")
-    p.add_argument("--space", default="per_stage", choices=sorted(SPACES))
-    p.add_argument("--max-macs", help="compute cap per image, e.g. 10G")
-    p.add_argument("--tolerance", type=number, default=0.01,
-                   help="fraction of the budget (default: 0.01)")
-    p.add_argument("--channel-multiple", type=integer, default=8,
-                   help="channels round to this (default: 8)")
-    add_fields(p.add_argument_group("data shape"), DataShape)
+    add_fields(p.add_argument_group("space (the SpaceOptions fields, as python -m search.run "
+                                    "takes them)"), SpaceOptions)
+    add_fields(p.add_argument_group("data shape (e.g. the demo's digits: --in-channels 1 "
+                                    "--input-size 8)"), DataShape)
     p.add_argument("--seed", type=integer, default=0, help="of the random samples (default: 0)")
     args = p.parse_args(argv)
     try:
         budget = parse_budget(args.budget)
-        max_macs = parse_budget(args.max_macs) if args.max_macs else None
         if args.n < 1:
             raise ValueError(f"-n must be at least 1, got {args.n}")
-        space = dataclasses.replace(SPACES[args.space], multiple=args.channel_multiple,
-                                    data=DataShape(**given(args, DataShape)))
-        space.check(budget, args.tolerance, max_macs)
+        options = SpaceOptions(**given(args, SpaceOptions))
+        space = options.space_for(DataShape(**given(args, DataShape)))
+        max_macs, tolerance = options.max_macs, options.tolerance
+        space.check(budget, tolerance, max_macs)
     except ValueError as e:
         p.error(str(e))
     rng = random.Random(args.seed)
     rows = [("baseline", c) for c in baselines(budget, space=space, max_macs=max_macs,
-                                               tolerance=args.tolerance)]
+                                               tolerance=tolerance)]
     rows += [("sample", suggest_config(RandomParams(rng), budget, space=space, max_macs=max_macs,
-                                       tolerance=args.tolerance)) for _ in range(args.n)]
-    print(f"space {space.name}, budget {format_count(budget)} +- {args.tolerance:.1%}")
+                                       tolerance=tolerance)) for _ in range(args.n)]
+    print(f"space {space.name}, budget {format_count(budget)} +- {tolerance:.1%}")
     print(f"{'':9}{'depths':>9} {'channels':>14} {'widen factors':>18} {'params':>9} "
           f"{'off':>6} {'MACs':>8}")
     for kind, c in rows:

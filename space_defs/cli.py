@@ -27,9 +27,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str) -> Any:
-    """A dataclass field with its help text (which should say its unit), for ``add_fields``."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(default: Any = dataclasses.MISSING, *, help: str,
+           parse: Callable[[str], Any] | None = None) -> Any:
+    """A dataclass field with its help text (which should say its unit), for ``add_fields``;
+    ``parse`` reads its flag's text where the annotation's type cannot (e.g. '10G' for a count)."""
+    metadata = {"help": help, **({"parse": parse} if parse is not None else {})}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def number(text: str) -> float:
@@ -71,9 +74,9 @@ def add_fields(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: t
     for f in dataclasses.fields(cls):
         if f.name in skip or (wanted is not None and f.name not in wanted):
             continue
+        parse = _parser_of(hints[f.name], f.metadata.get("parse"))
         parser.add_argument(f"--{prefix}{f.name}".replace("_", "-"), dest=_dest(prefix, f.name),
-                            type=_parser_of(hints[f.name]), default=argparse.SUPPRESS,
-                            help=_help(f))
+                            type=parse, default=argparse.SUPPRESS, help=_help(f))
 
 
 def given(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
@@ -98,12 +101,12 @@ def _help(f: dataclasses.Field) -> str:
     return f"{f.metadata.get('help', '')} (default: {shown})".lstrip().replace("%", "%%")
 
 
-def _parser_of(annotation: Any) -> Callable[[str], Any]:
+def _parser_of(annotation: Any, parse: Callable[[str], Any] | None = None) -> Callable[[str], Any]:
     args = typing.get_args(annotation)
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         if len(args) != 2 or type(None) not in args:
             raise TypeError(f"add_fields: unsupported annotation {annotation!r}")
-        inner = _parser_of(next(a for a in args if a is not type(None)))
+        inner = _parser_of(next(a for a in args if a is not type(None)), parse)
         return _named(lambda text: None if text.strip().lower() == "none" else inner(text),
                       f"{inner.__name__} or none")
     if typing.get_origin(annotation) is tuple:
@@ -117,9 +120,21 @@ def _parser_of(annotation: Any) -> Callable[[str], Any]:
                 raise argparse.ArgumentTypeError(f"need {len(items)} comma-separated values, got {text!r}")
             return tuple(parse(p) for parse, p in zip(items, parts))
         return _named(parse_tuple, "comma-separated list")
+    if parse is not None:
+        return _named(_argument_error(parse), getattr(parse, "__name__", "value"))
     if annotation not in _SCALARS:
         raise TypeError(f"add_fields: unsupported annotation {annotation!r}")
     return _SCALARS[annotation]
+
+
+def _argument_error(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, its ValueError turned into argparse's one-line error."""
+    def wrapped(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return wrapped
 
 
 def _named(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:

@@ -25,6 +25,7 @@ RATIOS = ("log2_k2_over_k1", "log2_k3_over_k2")  # log2 of widen-factor ratios o
 BLOCKS = ("stage1_blocks", "stage2_blocks", "stage3_blocks")
 UNIFORM_BLOCKS = "blocks_per_stage"
 KINDS = ("per_stage", "uniform", "grid")
+SHAPE_SLACK = 0.05  # a baseline's stage width ratios may miss their shape by this (relative)
 _WINDOW = 3  # neighbouring roundings tried for each stage that is not solved exactly, each way
 _OFFSETS = sorted(itertools.product(range(-_WINDOW, _WINDOW + 1), repeat=2),
                   key=lambda o: (abs(o[0]) + abs(o[1]), max(map(abs, o))))  # nearest first
@@ -118,10 +119,44 @@ class SearchSpace:
                 points.append(point)
         return points
 
+    def is_baseline(self, depths, ratios) -> bool:
+        """A shape a reference network is defined by: the baselines, and every uniform sample."""
+        return self.kind == "uniform" or {**dict(zip(BLOCKS, depths)), **dict(zip(RATIOS, ratios))} \
+            in self.baseline_params()
+
     # -- solving for the budget -----------------------------------------------------------
-    def solve(self, depths, ratios, budget: int, tolerance: float = 0.01) -> WRNConfig:
+    def solve_shape(self, depths, ratios, budget: int, tolerance: float = 0.01) -> WRNConfig:
+        """``solve``, keeping the stages' width ratios near ``ratios`` (so the uniform WRN stays
+        1:2:4 at small budgets): channels in the space's multiple where that keeps them within
+        SHAPE_SLACK, else in the largest divisor of it that does, else the nearest shape found
+        (at a few channels a stage one channel is several percent: 60K params on digits give
+        the uniform WRN c9-19-37, where multiples of 4 would give c12-12-40)."""
+        try:  # the usual case, and the cheap one: the plain solution keeps the shape already
+            cfg = self.solve(depths, ratios, budget, tolerance)
+            if shape_error(cfg, ratios) <= SHAPE_SLACK:
+                return cfg
+        except InfeasibleBudget:
+            pass
+        best = None
+        for m in sorted((d for d in range(1, self.multiple + 1) if self.multiple % d == 0), reverse=True):
+            try:
+                cfg = dataclasses.replace(self, multiple=m).solve(depths, ratios, budget, tolerance,
+                                                                  keep_shape=True)
+            except InfeasibleBudget:
+                continue
+            error = shape_error(cfg, ratios)
+            if error <= SHAPE_SLACK:
+                return cfg
+            best = min(best or (math.inf, None), (error, cfg), key=lambda b: b[0])
+        if best is None:
+            return self.solve(depths, ratios, budget, tolerance)  # raises the space's own error
+        return best[1]
+
+    def solve(self, depths, ratios, budget: int, tolerance: float = 0.01, *,
+              keep_shape: bool = False) -> WRNConfig:
         """The config of these depths and width ratios whose parameters are within
-        ``tolerance`` of ``budget``, channels rounded to ``multiple``."""
+        ``tolerance`` of ``budget``, channels rounded to ``multiple`` (``keep_shape``: of the
+        roundings within tolerance, the one nearest the ratios, not the first found)."""
         w2 = 2.0 ** ratios[0]
         shape = (BASE_CHANNELS[0], BASE_CHANNELS[1] * w2, BASE_CHANNELS[2] * w2 * 2.0 ** ratios[1])
         scale = _solve_quadratic(lambda s: self._params(depths, [s * v for v in shape]), budget)
@@ -134,7 +169,9 @@ class SearchSpace:
         shares = _cost(depths, target, *self._shape())[2]
         best = (math.inf, None)
         for free in sorted(range(3), key=lambda i: -shares[i]):  # the stage solved exactly
-            best = min(best, self._round(depths, target, free, budget, tolerance), key=lambda b: b[0])
+            shape = (lambda c: shape_error(self._config(depths, c), ratios)) if keep_shape else None
+            best = min(best, self._round(depths, target, free, budget, tolerance, shape),
+                       key=lambda b: b[0])
             if best[0] <= tolerance:
                 return self._config(depths, best[1])
         narrowest = self._params(depths, [self.multiple] * 3)
@@ -150,14 +187,15 @@ class SearchSpace:
             f"{self.multiple} (closest {best[0]:.1%} off); use a smaller channel multiple or a "
             f"larger tolerance")
 
-    def _round(self, depths, target, free: int, budget: int, tolerance: float):
+    def _round(self, depths, target, free: int, budget: int, tolerance: float, shape=None):
         """(relative error, channels): round all but stage ``free`` to nearby multiples (at least
         one), nearest first, solving stage ``free`` exactly for each; the first within
-        tolerance, else the best."""
+        tolerance, else the best (with ``shape``: of those within tolerance, the one it scores
+        lowest)."""
         m = self.multiple
         others = [i for i in range(3) if i != free]
         nearest = {i: max(1, round(target[i] / m)) for i in others}
-        best = (math.inf, None)
+        best, fits = (math.inf, None), []
         for offset in _OFFSETS:
             channels = list(target)
             for i, o in zip(others, offset):
@@ -169,9 +207,14 @@ class SearchSpace:
             for units in {max(1, math.floor(exact / m)), max(1, math.ceil(exact / m))}:
                 candidate = _put(channels, free, units * m)
                 error = abs(self._params(depths, candidate) - budget) / budget
+                if shape is not None and error <= tolerance:
+                    fits.append((shape(candidate), error, candidate))
                 best = min(best, (error, candidate), key=lambda b: b[0])
-            if best[0] <= tolerance:
+            if best[0] <= tolerance and shape is None:
                 break
+        if fits:
+            _, error, candidate = min(fits, key=lambda f: (f[0], f[1]))
+            return error, candidate
         return best
 
     def within_macs(self, depths, ratios, budget: int, tolerance: float, max_macs: int) -> WRNConfig:
@@ -251,6 +294,14 @@ class SearchSpace:
         return FixedParams({n: c[-1] if end else c[0] for n, c, end in zip(names, choices, corner)})
 
 
+def shape_error(cfg: WRNConfig, ratios) -> float:
+    """Largest relative miss of the stage 2 and 3 widths relative to stage 1, against the
+    widen-factor ratios ``ratios`` (log2) the config was solved for."""
+    k = cfg.widen_factors
+    wanted = (2.0 ** ratios[0], 2.0 ** (ratios[0] + ratios[1]))
+    return max(abs(k[1] / k[0] / wanted[0] - 1), abs(k[2] / k[0] / wanted[1] - 1))
+
+
 def _clip(value, low, high):
     return min(max(value, low), high)
 
@@ -298,6 +349,8 @@ def suggest_config(trial: Trial, budget: int | str, *, space: str | SearchSpace 
     budget = parse_budget(budget)
     depths, ratios = space.sample_shape(trial)
     if max_macs is None:
+        if space.is_baseline(depths, ratios):
+            return space.solve_shape(depths, ratios, budget, tolerance)
         return space.solve(depths, ratios, budget, tolerance)
     return space.within_macs(depths, ratios, budget, tolerance, max_macs)
 

@@ -1,9 +1,11 @@
 """Checkpoint files: atomic writes, loads that need no pickle trust, models rebuilt from them.
 
 A run's directory holds ``checkpoint.pt`` (everything needed to resume, rewritten each epoch)
-and ``best.pt`` (the weights of the epoch with the best validation robust accuracy). Both hold
-only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads them, and both
-carry ``arch`` (WRNConfig.to_dict()) and ``dataset`` so a model can be rebuilt from either.
+and ``best.pt`` (the weights of the selected epoch, ``Recipe.selected_by``: the best validation
+robust accuracy, or clean accuracy for method ``standard``). Both hold only tensors and plain
+Python values, so ``torch.load(weights_only=True)`` reads them, and both carry ``arch``
+(WRNConfig.to_dict()), ``dataset`` and ``recipe`` (its eps and step size resolved), so a model
+can be rebuilt from either and evaluated at the budget it was trained at.
 """
 
 from __future__ import annotations
@@ -50,11 +52,15 @@ def eval_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, DatasetSpec]:
+    return model_from(load(resolve(path)), device)
+
+
+def model_from(state: dict[str, Any], device: torch.device | str = "cpu") -> tuple[nn.Module, DatasetSpec]:
+    """The model a loaded checkpoint describes, with its evaluation weights, and its dataset."""
     from space_defs.arch import WRNConfig
 
     from .models import build_model
 
-    state = load(resolve(path))
     spec = dataset_spec(state["dataset"])
     model = build_model(WRNConfig.from_dict(state["arch"]), mean=spec.mean, std=spec.std)
     model.load_state_dict(eval_weights(state))

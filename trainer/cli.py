@@ -52,9 +52,11 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="(default: test)")
     p.add_argument("--n", type=integer, default=None, help="first n images of the split (default: all)")
     p.add_argument("--eps", type=number, default=None,
-                   help="L-inf radius in [0, 1] pixel units, e.g. 8/255 (default: the dataset's)")
+                   help="L-inf radius in (0, 1] pixel units, e.g. 8/255 (default: the one the "
+                        "checkpoint was trained at)")
     p.add_argument("--step-size", type=number, default=None,
-                   help="attack step in [0, 1] pixel units (default: the dataset's)")
+                   help="attack step in (0, 1] pixel units (default: the trained one; with "
+                        "--eps, scaled by it)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="(default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -101,19 +103,34 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from .attack_names import parse_attack
-    from .evaluation import evaluate
+    from .evaluation import evaluate, resolve
 
     attacks = [parse_attack(a) for a in args.attacks.split(",") if a.strip()]
     if not attacks:
         raise UsageError("--attacks is empty; e.g. --attacks pgd20,cw")
     if args.n is not None and args.n < 1:
         raise UsageError(f"--n must be positive, got {args.n}")
-    results = evaluate(args.checkpoint, attacks=attacks, split=args.split, n=args.n, eps=args.eps,
-                       step_size=args.step_size, device=args.device, data_dir=args.data_dir)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, spec, budget = resolve(args.checkpoint, eps=args.eps, step_size=args.step_size, device=device)
+    seconds: dict[str, float] = {}
+
+    def progress(done) -> None:
+        if done.final:
+            seconds[done.attack] = done.seconds
+        if not args.json:
+            eta = f", about {done.eta_seconds:.0f} s left" if (done.eta_seconds or 0) >= 1 else ""
+            print(f"{done.attack:>18s}  {100 * done.accuracy:6.2f}%  ({done.seconds:.1f} s{eta})",
+                  flush=True)
+
+    if not args.json:
+        print(f"{spec.name} {args.split}, {budget}", flush=True)
+    results = evaluate(model, spec.name, attacks=attacks, split=args.split, n=args.n, eps=budget.eps,
+                       step_size=budget.step_size, device=device, data_dir=args.data_dir,
+                       progress=progress)
     if args.json:
-        print(json.dumps(results))
-    else:
-        for name, acc in results.items():
-            print(f"{name:>12s}  {100 * acc:6.2f}%")
+        print(json.dumps({"eps": budget.eps, "step_size": budget.step_size, "budget": budget.source,
+                          "accuracy": results, "seconds": seconds}))
     return 0

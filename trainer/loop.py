@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import random
 import time
@@ -27,7 +28,7 @@ from .evaluation import accuracy
 from .methods import METHODS, AttackBudget
 from .models import build_model
 from .recipe import Recipe
-from .report import EpochReport
+from .report import EpochReport, best_epoch
 from .status import Status, catastrophic_overfit, diverged
 
 CHECK_EVERY = 20  # SGD steps between NaN checks of the running loss (each check syncs a GPU)
@@ -38,7 +39,7 @@ class FitResult:
     status: Status
     epochs_done: int
     final: EpochReport | None  # the last epoch (its val metrics and the epoch they reflect)
-    best: EpochReport | None  # the epoch with the highest val_robust_acc
+    best: EpochReport | None  # the selected epoch (Recipe.selected_by): best.pt's weights
     train_seconds: float  # totals over all epochs, across resumes
     eval_seconds: float
     device: str
@@ -147,11 +148,12 @@ class Run:
         t0 = time.perf_counter()
         loss, clean_acc, adv_acc, images = self.train_epoch(train)
         t1 = synced_time(self.device)
-        if diverged(loss):
+        if diverged(loss, clean_acc, self.spec.data.num_classes):
             self.status = Status.DIVERGED
-            val_clean = val_robust = 0.0  # the weights are not finite: nothing to measure
-        else:
+        if math.isfinite(loss):
             val_clean, val_robust = self.validate(val)
+        else:
+            val_clean = val_robust = 0.0  # the weights are not finite: nothing to measure
         t2 = synced_time(self.device)
         self.epoch += 1
         if self.status == Status.RUNNING:
@@ -256,8 +258,8 @@ class Run:
         self.history = [EpochReport(**h) for h in state["history"]]
 
     def best(self) -> EpochReport | None:
-        finite = [h for h in self.history if h.status != Status.DIVERGED]
-        return max(finite, key=lambda h: h.val_robust_acc, default=None)
+        """The selected epoch (``Recipe.selected_by``): its weights are best.pt."""
+        return best_epoch(self.history, self.recipe.selected_by)
 
     def result(self, ckpt_dir: Path | None) -> FitResult:
         def path(name: str) -> str | None:

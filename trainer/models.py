@@ -1,4 +1,16 @@
-"""The pre-activation Wide-ResNet of a WRNConfig (RobustWRN's layout, exactly)."""
+"""The pre-activation Wide-ResNet of a WRNConfig, in RobustWRN's layout with one choice made.
+
+Parameter counts and MACs equal those of RobustWRN (HanxunH/RobustWRN, the paper's code) and
+of its successor robust-residual-network (zhichao-lu) for every config. The choice: where a
+block needs its 1x1 shortcut conv, the conv takes the block's pre-activated input
+relu(bn1(x)), as robust-residual-network does (outputs equal with copied weights) and as
+pre-activation ResNets' projection shortcuts do (He et al. 2016). RobustWRN's block instead
+feeds the raw x to that conv when the input and output channels are equal and the stride is 2
+(everywhere else it takes relu(bn1(x)) too). That case arises only when a stage keeps its
+predecessor's width, which a budget search samples (never in the paper's WRN-34-R); one rule
+for every block keeps BN-ReLU on both paths of every projection, so no block's shortcut sees
+un-normalised activations.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +21,8 @@ from space_defs import STRIDES, WRNConfig
 
 
 class Block(nn.Module):
-    """BN-ReLU-conv3x3-BN-ReLU-conv3x3; a 1x1 shortcut on the activated input when shapes change."""
+    """BN-ReLU-conv3x3-BN-ReLU-conv3x3; a 1x1 shortcut on the activated input relu(bn1(x))
+    when the shape changes (see the module docstring for RobustWRN's one difference)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()

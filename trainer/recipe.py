@@ -89,6 +89,17 @@ class Recipe:
         return dataclasses.replace(self, eps=spec.eps if self.eps is None else self.eps,
                                    step_size=spec.step_size if self.step_size is None else self.step_size)
 
+    @property
+    def selected_by(self) -> tuple[str, str]:
+        """Model selection: the per-epoch metrics (``EpochReport`` fields), most important first,
+        whose highest values pick the best epoch (its weights are best.pt; the database's best_*
+        columns describe it). Robust methods by validation robust accuracy, then clean; the
+        non-robust ``standard`` by clean accuracy, then robust (its PGD accuracy is ~0 noise,
+        which would select a half-trained early epoch). See ``trainer.report.best_epoch``."""
+        if self.method == "standard":
+            return ("val_clean_acc", "val_robust_acc")
+        return ("val_robust_acc", "val_clean_acc")
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``."""
         if self.schedule == "cosine":

@@ -7,9 +7,11 @@ database's epoch table can be derived from it; ``METRICS`` is the one list of pe
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .status import Status
 
@@ -51,3 +53,22 @@ class EpochReport:
 
 METRICS: tuple[str, ...] = tuple(name for name, kind in typing.get_type_hints(EpochReport).items()
                                  if kind is float)
+
+
+R = TypeVar("R", EpochReport, Mapping)
+
+
+def best_epoch(epochs: Iterable[R], selected_by: Sequence[str]) -> R | None:
+    """Model selection: the first epoch with the highest ``selected_by`` metrics (compared in
+    order; ``Recipe.selected_by`` gives them), skipping diverged epochs. ``epochs`` are
+    EpochReports or mappings of metric names to values (e.g. the sweep driver's results), so
+    the trainer's best.pt and the database's best columns follow this one rule."""
+    def value(e: R, name: str) -> Any:
+        return e[name] if isinstance(e, Mapping) else getattr(e, name)
+
+    def key(e: R) -> tuple[float, ...]:
+        values = (value(e, m) for m in selected_by)  # a missing value (None, NaN) never wins
+        return tuple(-math.inf if v is None or math.isnan(v) else float(v) for v in values)
+
+    healthy = [e for e in epochs if not isinstance(e, EpochReport) or e.status != Status.DIVERGED]
+    return max(healthy, key=key, default=None)

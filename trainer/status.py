@@ -13,7 +13,8 @@ class Status(StrEnum):
     RUNNING = "running", "training, or waiting for its next epoch"
     FINISHED = "finished", "trained for every planned epoch"
     STOPPED_EARLY = "stopped_early", "the scheduler (ASHA) stopped it before its planned epochs"
-    DIVERGED = "diverged", "the training loss became NaN or infinite"
+    DIVERGED = "diverged", ("the training loss became NaN or infinite, or blew up (over 10x a "
+                            "uniform guess's loss) with training accuracy at chance")
     CATASTROPHIC_OVERFIT = ("catastrophic_overfit", "validation PGD accuracy collapsed while "
                             "accuracy on the training attack rose")
     FAILED = "failed", "raised an error that retries did not cure, e.g. out of memory"
@@ -31,8 +32,26 @@ TERMINAL = frozenset(Status) - {Status.RUNNING}
 MIN_COLLAPSE = 0.05  # accuracy; smaller falls are sampling noise of a ~1,000-image val subset
 
 
-def diverged(loss: float) -> bool:
-    return not math.isfinite(loss)
+BLOWUP = 10.0  # times ln(classes), the loss of a uniform guess, where every method starts
+CHANCE = 2.0  # times 1/classes: training accuracy no better than this is "at chance"
+
+
+def diverged(loss: float, train_acc: float, num_classes: int) -> bool:
+    """The epoch's mean training loss is NaN or infinite, or it has blown up: above ``BLOWUP``
+    times ln(num_classes) while training accuracy is at chance (at most ``CHANCE``/num_classes).
+
+    Every method's objective starts near ln(num_classes) (cross-entropy of a uniform guess;
+    TRADES' and MART's extra terms start near 0) and a learning run stays below it, so ten
+    times that with chance accuracy is a run SGD has thrown out of the basin (lr 1000 on digits:
+    4e4 in the first epoch with gradient clipping at 5, 2e15 without), not a slow start. (lr 10
+    gives a loss of 4-7 at chance accuracy, a run that never learns but has not blown up: it
+    ends ``finished`` with its chance-level numbers.) Both conditions are
+    needed: an early epoch at chance accuracy has a loss near ln(num_classes), and a high
+    loss with learning accuracy is not a dead run.
+    """
+    if not math.isfinite(loss):
+        return True
+    return loss > BLOWUP * math.log(num_classes) and train_acc <= CHANCE / num_classes
 
 
 def catastrophic_overfit(val_robust_acc: Sequence[float], train_adv_acc: Sequence[float], *,

@@ -118,9 +118,13 @@ class TrialRow(_Row):
     val_size: int | None = col("images", "size of the validation subset the val_* accuracies "
                                           "are measured on", default=None)
     epochs_done: int = col("epochs", "epochs trained so far", default=0)
-    best_val_robust_acc: float | None = col(FRACTION, "best validation robust accuracy so far",
-                                            default=None)
-    best_val_robust_epoch: int | None = col("epoch", "epoch of best_val_robust_acc", default=None)
+    best_val_robust_acc: float | None = col(
+        FRACTION, "validation robust accuracy of the selected epoch so far (best_val_robust_epoch)",
+        default=None)
+    best_val_robust_epoch: int | None = col(
+        "epoch", "the selected epoch, whose weights are best.pt: the highest validation robust "
+                 "accuracy (ties: clean), or for method standard the highest clean accuracy "
+                 "(ties: robust); trainer.recipe.Recipe.selected_by", default=None)
     best_val_clean_acc: float | None = col(FRACTION, "validation clean accuracy at "
                                                      "best_val_robust_epoch", default=None)
     last_val_robust_acc: float | None = col(FRACTION, "validation robust accuracy at last_epoch",
@@ -175,8 +179,17 @@ class EvalRow(_Row):
     split: str = col(doc="data split evaluated, e.g. test")
     accuracy: float = col(FRACTION, "accuracy under the attack")
     n_examples: int = col("images", "examples evaluated")
-    seconds: float | None = col(SECONDS, "wall time of the evaluation", default=None)
+    seconds: float | None = col(SECONDS, "wall time of the trial's whole evaluation (all its "
+                                         "attacks; the same in each of its rows)", default=None)
     recorded_at: dt.datetime = col(UTC, "when this row was produced")
+    attack_seconds: float | None = col(SECONDS, "wall time of this attack alone (a cascade "
+                                                "attack such as autoattack runs only on the "
+                                                "points the attacks before it left)", default=None)
+    eps: float | None = col("fraction of pixel range", "L-inf radius attacked at (the one the "
+                                                       "model was trained at unless told)",
+                            default=None)
+    step_size: float | None = col("fraction of pixel range", "step of the iterative attacks",
+                                  default=None)
 
 
 @dataclass(frozen=True)

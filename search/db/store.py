@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,12 +90,16 @@ class TrialStore:
     ``write`` buffers rows and flushes when ``flush_interval_s`` has passed since the last flush
     (immediately by default); ``flush``/``close`` write what is buffered. Each flush writes one
     part per table with rows; rows with an existing key supersede the stored ones. Parts are
-    merged ``fanout`` at a time so readers open O(fanout * log n) files.
+    merged ``fanout`` at a time so readers open O(fanout * log n) files. ``guard`` is called
+    before every write and delete (the driver's lease check: it raises once this process may
+    no longer write to the sweep).
     """
 
     def __init__(self, root: str | os.PathLike, sweep: str, *, filesystem: pafs.FileSystem | None = None,
-                 flush_interval_s: float = 0.0, fanout: int = 16) -> None:
+                 flush_interval_s: float = 0.0, fanout: int = 16,
+                 guard: Callable[[], None] | None = None) -> None:
         self.sweep = check_sweep_name(sweep)
+        self._guard = guard or (lambda: None)
         self._fs, base = storage.resolve(root, filesystem)
         self._dir = f"{base}/{sweep}/{DB_DIR}"
         self._flush_interval_s = flush_interval_s
@@ -180,6 +184,9 @@ class TrialStore:
         self._delete(parts)
 
     def _delete(self, parts: Iterable[Part]) -> None:
+        parts = list(parts)
+        if parts:
+            self._guard()
         for p in parts:
             try:
                 self._fs.delete_file(p.path)
@@ -191,6 +198,7 @@ class TrialStore:
         path = f"{self._table_dir(table.name)}/{name}"
         buf = pa.BufferOutputStream()
         pq.write_table(data.replace_schema_metadata(file_metadata(table)), buf, compression="zstd")
+        self._guard()
         try:
             storage.write_bytes(self._fs, path, buf.getvalue().to_pybytes())
         except OSError as e:

@@ -101,3 +101,14 @@ def epochs_so_far(storage: Path, name: str):
     if not (storage / name / "db" / "epochs").exists():
         return None
     return load_epochs(storage, name)
+
+
+def interrupted_trials(storage, name: str):
+    """After a driver was killed: (the epochs table, the trials the database shows running with
+    two or more epochs done, i.e. with an epoch checkpoint in Tune's snapshot to continue from)."""
+    from search.db import load_epochs, load_trials
+
+    before = load_epochs(storage, name)
+    status = load_trials(storage, name).set_index("trial_id")["status"]
+    return before, [t for t, n in before.groupby("trial_id")["epoch"].max().items()
+                    if n >= 2 and status[t] == "running"]

@@ -224,7 +224,7 @@ def test_losing_a_worker_node_mid_trial(tmp_path):
                          env={k: v for k, v in sweep_env().items() if not k.startswith("RAY_AUTH")})
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     before, stdout = json.loads(out.stdout.strip().splitlines()[-1]), (tmp_path / "driver.out").read_text()
-    assert "failed, retrying from its last checkpoint" in stdout
+    assert "lost its node, retrying from its last checkpoint" in stdout
     trials, after = check_database(tmp_path, "n", 2, 6)
     assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
     again = after.groupby("trial_id")["recorded_at"].min()

@@ -11,10 +11,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.db import load_epochs, load_evals, load_trials
+from search.db import load_evals, load_trials
 
-from .conftest import (check_database, epochs_so_far, run, snapshot, sweep_command, sweep_env,
-                       wait_for)
+from .conftest import (check_database, epochs_so_far, interrupted_trials, run, snapshot,
+                       sweep_command, sweep_env, wait_for)
 
 pytestmark = pytest.mark.system
 
@@ -39,6 +39,8 @@ def test_sweep_extend_and_refuse_changes(tmp_path, ray_address):
     assert robust[evaluated] == robust.max()  # the most robust (one of them, on a tie)
     assert evals.loc["pgd20", "accuracy"] <= evals.loc["clean", "accuracy"]
     assert (evals["n_examples"] == 397).all() and (evals["split"] == "test").all()
+    assert (evals["attack_seconds"] > 0).all() and (evals["eps"] == 0.2).all()  # each attack's own
+    assert f"[{evaluated}] pgd20: " in first.stdout  # progress as each attack finishes
     assert "best:" in first.stdout and "next: python -m search.query" in first.stdout
     # the two baselines (uniform and reduced last stage) ran first
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study_trials(tmp_path, "s1")) == 3
@@ -88,11 +90,9 @@ def test_resume_after_sigkill_of_the_driver(tmp_path, ray_address):
     time.sleep(2)  # let Tune's experiment state (every 1 s here) record the latest checkpoints
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=60)
-    before = load_epochs(tmp_path, "k")
-    status = load_trials(tmp_path, "k").set_index("trial_id")["status"]
-    interrupted = [t for t, n in before.groupby("trial_id")["epoch"].max().items()
-                   if n >= 2 and status[t] == "running"]
+    before, interrupted = interrupted_trials(tmp_path, "k")
     assert interrupted
+    status = load_trials(tmp_path, "k").set_index("trial_id")["status"]
 
     resumed = run(cmd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

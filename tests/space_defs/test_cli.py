@@ -112,3 +112,18 @@ def test_space_defs_preview_takes_the_data_shape():
     assert ok.returncode == 0 and ok.stdout.count("sample") == 2, ok.stderr
     bad = run("--num-classes", "1")
     assert bad.returncode == 2 and "DataShape.num_classes" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_the_preview_takes_the_space_options():
+    def preview(*argv):
+        return subprocess.run([sys.executable, "-m", "space_defs", *argv], capture_output=True, text=True)
+
+    # the demo's space: digits' shape, 1-2 blocks, channels in multiples of 4
+    ok = preview("--budget", "60K", "-n", "3", "--in-channels", "1", "--input-size", "8", "--min-blocks", "1",
+                 "--max-blocks", "2", "--channel-multiple", "4", "--max-macs", "2G", "--tolerance", "0.02")
+    assert ok.returncode == 0 and ok.stdout.count("sample") == 3 and "+- 2.0%" in ok.stdout, ok.stderr
+    assert ok.stdout.count("baseline     2-2-2") == 2  # the uniform and reduced WRN shapes
+    for argv, says in ((["--max-blocks", "0"], "min blocks"), (["--max-macs", "10X"], "invalid budget"),
+                       (["--space", "nope"], "unknown space")):
+        bad = preview("--budget", "60K", *argv)
+        assert bad.returncode == 2 and says in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr

@@ -142,3 +142,23 @@ def test_cli_previews_and_rejects_bad_input():
     for args in (("--budget", "36MB"), ("--budget", "10K"), ("--budget", "36M", "-n", "0")):
         bad = run(*args)
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "error:" in bad.stderr
+
+
+@pytest.mark.parametrize("budget", [30_000, 60_000, 100_000, 36_000_000])
+def test_baselines_keep_their_shape_at_small_budgets(budget):
+    from space_defs.space import SHAPE_SLACK, shape_error
+
+    space = dataclasses.replace(SPACES["per_stage"], depth_range=(1, 2), multiple=4)
+    if budget < 1e6:
+        space = space.for_data(DataShape(in_channels=1, num_classes=10, input_size=8))
+    uniform, reduced = baselines(budget, space=space)
+    assert within(uniform, budget) and within(reduced, budget)
+    slack = SHAPE_SLACK if budget > 1e6 else 0.1  # at 6-20 channels a channel is 5-15%
+    assert shape_error(uniform, (0.0, 0.0)) <= slack  # 1:2:4 (widen factors k, k, k)
+    assert shape_error(reduced, (0.0, math.log2(8 / 20))) <= slack  # k, k, 0.4k
+    # the sweep's define-by-run function trains exactly these for the enqueued baseline points
+    assert [suggest_config(FixedParams(p), budget, space=space) for p in space.baseline_params()] == \
+        [uniform, reduced]
+    # at 60K, rounding to multiples of 4 would have made the uniform WRN c12-12-40
+    if budget == 60_000:
+        assert uniform.channels == (9, 19, 37)

@@ -18,9 +18,10 @@ def digits():
 
 
 @pytest.fixture(scope="session")
-def standard_fit():
-    """The tiny net trained without attacks (a few seconds)."""
-    return fit(TINY, Recipe(method="standard", epochs=15, val_size=200, seed=0), "digits")
+def standard_fit(tmp_path_factory):
+    """The tiny net trained without attacks (a few seconds), with its checkpoints."""
+    return fit(TINY, Recipe(method="standard", epochs=15, val_size=200, seed=0), "digits",
+               checkpoint_dir=tmp_path_factory.mktemp("standard"))
 
 
 @pytest.fixture(scope="session")

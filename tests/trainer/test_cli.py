@@ -1,3 +1,4 @@
+import json
 import os
 import pkgutil
 import subprocess
@@ -44,6 +45,24 @@ def test_evaluate_bad_input_exits_2(tmp_path, capsys):
     assert len(err) == 3 and "no checkpoint" in err[0] and "unknown attack" in err[1]
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from space_defs.arch import WRNConfig
+    from trainer import Recipe, dataset_spec, fit
+
+    path = tmp_path_factory.mktemp("tiny")
+    tiny = WRNConfig(depths=(1, 1, 1), channels=(4, 8, 8), data=dataset_spec("digits").data)
+    fit(tiny, Recipe(method="standard", epochs=1, val_size=10), "digits", checkpoint_dir=path)
+    return path
+
+
+@pytest.mark.parametrize("budget", [["--eps", "8"], ["--step-size=-0.05"], ["--eps=-0.1"], ["--eps", "0"]])
+def test_evaluate_refuses_a_budget_outside_0_1(budget, tiny_run, capsys):
+    assert _exit_code(["evaluate", str(tiny_run), "--n", "10", *budget]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "must be in (0, 1]" in err and "Traceback" not in err
+
+
 def test_recipe_flags_are_the_recipe_fields_with_help(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
@@ -73,6 +92,10 @@ def test_cli_end_to_end_and_import_stays_light(tmp_path):
     ev = subprocess.run([sys.executable, "-m", "trainer", "evaluate", str(tmp_path), "--attacks", "clean,fgsm",
                          "--n", "50", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ev.returncode == 0 and ev.stderr == "" and '"fgsm"' in ev.stdout
+    assert json.loads(ev.stdout)["budget"] == "as trained"
+    table = subprocess.run([sys.executable, "-m", "trainer", "evaluate", str(tmp_path), "--attacks", "clean",
+                            "--n", "20"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "eps 0.2, step 0.05 (as trained)" in table.stdout and "clean" in table.stdout
     bad = subprocess.run([sys.executable, "-m", "trainer", "fit", "--epochs", "x"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

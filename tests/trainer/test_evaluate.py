@@ -28,3 +28,36 @@ def test_unknown_attack_and_split_are_clear_errors(robust_fit):
         evaluate(robust_fit.model, "digits", attacks=("pgd-k",))
     with pytest.raises(ValueError, match="split"):
         evaluate(robust_fit.model, "digits", split="holdout")
+
+
+def test_a_checkpoint_is_attacked_at_the_eps_it_was_trained_at(tmp_path):
+    from space_defs.arch import WRNConfig
+    from trainer import Recipe, dataset_spec, fit
+    from trainer.evaluation import evaluation_steps, resolve
+
+    tiny = WRNConfig(depths=(1, 1, 1), channels=(8, 16, 32), data=dataset_spec("digits").data)
+    fit(tiny, Recipe(method="pgd_at", epochs=1, steps=1, eps=0.1, step_size=0.025, val_size=20), "digits",
+        checkpoint_dir=tmp_path)
+    assert dataset_spec("digits").eps == 0.2  # not the dataset's default
+    _, _, budget = resolve(tmp_path)
+    assert (budget.eps, budget.step_size, budget.source) == (0.1, 0.025, "as trained")
+    _, _, given = resolve(tmp_path, eps=0.2)
+    assert (given.eps, given.step_size) == pytest.approx((0.2, 0.05))  # the trained step-to-eps ratio
+    steps = list(evaluation_steps(tmp_path, attacks=("clean", "pgd5"), n=20))
+    assert [s.attack for s in steps] == ["clean", "pgd5"] and all(s.final and s.n == 20 for s in steps)
+    assert steps[-1].budget == budget and steps[-1].eta_seconds == 0
+    for eps, step in ((8, None), (-0.1, None), (0, None), (None, -0.05), (None, 1.5)):
+        with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+            resolve(tmp_path, eps=eps, step_size=step)
+
+
+def test_autoattack_reports_its_components_as_it_goes(robust_fit):
+    seen = []
+    small_aa = AutoAttack(apgd_iters=5, targets=2, square_queries=20)
+    acc = evaluate(robust_fit.model, "digits", attacks=("clean", small_aa), n=30, progress=seen.append)
+    assert [d.attack for d in seen] == ["clean", "autoattack/apgd-ce", "autoattack/apgd-t",
+                                        "autoattack/square", "autoattack"]
+    assert [d.final for d in seen] == [True, False, False, False, True]
+    accuracies = [d.accuracy for d in seen]
+    assert accuracies == sorted(accuracies, reverse=True) and acc["autoattack"] == accuracies[-1]
+    assert seen[-1].seconds >= sum(d.seconds for d in seen[1:4]) and seen[1].eta_seconds > 0

@@ -5,7 +5,8 @@ import torch
 
 from space_defs.arch import WRNConfig
 from trainer import EpochReport, Recipe, dataset_spec, fit
-from trainer.status import Status, catastrophic_overfit
+from trainer.report import best_epoch
+from trainer.status import Status, catastrophic_overfit, diverged
 
 TINY = WRNConfig(depths=(1, 1, 1), channels=(16, 32, 64), data=dataset_spec("digits").data)
 QUICK = Recipe(method="trades", epochs=3, steps=2, val_size=100, val_attack_steps=3, ema_decay=0.9, seed=3)
@@ -105,3 +106,49 @@ def test_adversarial_training_gives_real_robustness(standard_fit, robust_fit, di
     robust = evaluate(robust_fit.model, "digits", attacks=("clean", "pgd20"))
     assert plain["clean"] > 0.9 and robust["clean"] > 0.75
     assert robust["pgd20"] > plain["pgd20"] + 0.25
+
+
+def test_standard_is_selected_by_clean_accuracy_and_best_pt_is_that_epoch(standard_fit):
+    from trainer import evaluate
+
+    history = standard_fit.history
+    chosen = max(history, key=lambda h: (h.val_clean_acc, h.val_robust_acc))  # the first such
+    assert standard_fit.best.epoch == chosen.epoch
+    assert chosen.val_clean_acc == max(h.val_clean_acc for h in history) > 0.9
+    best = torch.load(standard_fit.best_model_path, weights_only=True)
+    assert best["epoch"] == chosen.epoch
+    # best.pt holds that epoch's weights: it scores that epoch's validation clean accuracy
+    assert evaluate(standard_fit.best_model_path, split="val", attacks=("clean",))["clean"] == \
+        pytest.approx(chosen.val_clean_acc)
+    # the sweep's recorder applies the same rule to its plain result dicts
+    records = [{"epoch": h.epoch, **h.metrics()} for h in history]
+    assert best_epoch(records, Recipe(method="standard").selected_by)["epoch"] == chosen.epoch
+
+
+def test_robust_methods_are_selected_by_robust_accuracy_then_clean():
+    reports = [EpochReport(epoch=e, train_loss=1.0, train_clean_acc=0.5, train_adv_acc=0.3,
+                           val_clean_acc=clean, val_robust_acc=robust, lr=0.1, train_seconds=1.0,
+                           eval_seconds=1.0, images_per_s=1.0, epoch_seconds=2.0, status="running")
+               for e, (clean, robust) in enumerate([(0.9, 0.3), (0.7, 0.4), (0.8, 0.4), (0.99, 0.1)], 1)]
+    assert best_epoch(reports, Recipe(method="trades").selected_by).epoch == 3
+    assert best_epoch(reports, Recipe(method="standard").selected_by).epoch == 4
+    assert best_epoch([], Recipe().selected_by) is None
+
+
+@pytest.mark.parametrize("clip", [None, 5.0])
+def test_a_blown_up_run_is_diverged_with_or_without_clipping(clip, tmp_path):
+    # lr 1000: the loss reaches ~1e15 without clipping, ~4e4 with clip 5, at chance accuracy
+    result = fit(TINY, Recipe(method="pgd_at", epochs=3, steps=1, lr=1000, grad_clip=clip, val_size=50),
+                 "digits", checkpoint_dir=tmp_path)
+    assert result.status == Status.DIVERGED and result.epochs_done == 1
+    assert result.history[0].train_loss > 1000 and result.history[0].train_clean_acc < 0.2
+    assert result.best is None and result.best_model_path is None
+
+
+def test_healthy_runs_never_trip_the_divergence_rule(standard_fit, robust_fit):
+    for result in (standard_fit, robust_fit):
+        assert result.status == Status.FINISHED
+        assert not any(diverged(h.train_loss, h.train_clean_acc, 10) for h in result.history)
+    assert not diverged(2.31, 0.10, 10)  # an epoch at chance with a uniform guess's loss
+    assert not diverged(40.0, 0.60, 10)  # a large loss while learning
+    assert diverged(40.0, 0.11, 10) and diverged(float("nan"), 0.9, 10) and diverged(float("inf"), 0.9, 100)

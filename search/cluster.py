@@ -1,0 +1,664 @@
+"""Where a sweep runs, and how its trials use the cluster they run on.
+
+The driver asks, in this order (ray is imported by ``connect``, not before):
+
+    target = find_target(args.address)    # no ray import: the cluster to attach to, or None
+    if target.embedded:                   # Ray's local-only mode, read when ray is imported
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    place = connect(target, runtime_env=...)   # ray.init; Place: nodes, GPUs now and to come
+    check_storage(args.storage, place, shared=args.shared_storage)   # before anything is written
+    gpus = gpus_per_trial(place, args.gpus_per_trial)
+    check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=gpus)
+    say(place.describe())
+    tune.RunConfig(failure_config=failure_config(), ...)
+
+and each trial (in the trainable):
+
+    device = trial_device()               # where it really runs, and why not on a granted GPU
+    own = OwnErrors.of_this_trial()       # its own errors, counted across retries
+    try:
+        fit(..., device=device.device)
+    except Exception as e:
+        if own.record(e):                 # retry from the last checkpoint, or end as failed
+            raise
+        tune.report(failure_result(e, ...))
+
+Which cluster (ATTACH_RULE, for --help and README): --address, else RAY_ADDRESS, else the cluster
+whose head node is this machine, else an embedded local Ray. "The cluster whose head node is this
+machine" is the one `ray start --head` (which `ray up` runs on the head) recorded in Ray's
+current-cluster file, ``$RAY_TMPDIR/ray/ray_current_cluster`` (``/tmp/ray/...`` by default: the
+file `ray status` and ``ray.init()`` read), and only if its GCS server is running here, under
+this user, in that temp dir, and was started by ``ray start``. Ray's own ``ray.init()`` attaches
+to whatever that file names (``address="auto"``: to any Ray in the process table); this rule is
+narrower, so that a sweep never lands on a stranger's Ray by accident:
+
+- a stale file (the cluster is gone), or one naming another machine (this is a worker node of a
+  cluster whose head is elsewhere): not attached;
+- another user's cluster, or a cluster in another temp dir (tests, other sessions: Ray instances
+  started with ``--temp-dir`` or ``RAY_TMPDIR`` elsewhere): not attached;
+- a Ray that a Python program owns (``ray.init()``'s embedded instance, ``ray.cluster_utils``
+  test clusters, which also write the default file): its GCS's parent is that program, alive;
+  `ray start` leaves its GCS to init (or to `ray start --block`). Not attached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from space_defs.cli import UsageError
+
+ATTACH_RULE = (
+    "Runs on the Ray cluster at --address, else RAY_ADDRESS, else on the cluster whose head node "
+    "is this machine (started here by `ray start --head` or `ray up`, as the current user), else "
+    "on an embedded local Ray that only this command uses; --address local forces the embedded "
+    "one.")
+SHARED_STORAGE_HELP = (
+    "the local --storage path is a mount every node of the cluster sees at the same path (NFS, "
+    "EFS, Lustre); without it a local path is refused on a cluster of several machines")
+# Retries: a trial that loses its node (preempted spot instance, dead worker) resumes from its
+# last checkpoint up to NODE_LOSS_RETRIES times; its own errors (an exception in training) are
+# retried OWN_ERROR_RETRIES times, counted by the trial itself (OwnErrors), then it ends failed.
+NODE_LOSS_RETRIES = 20
+OWN_ERROR_RETRIES = 2
+_PROVIDERS_ON_THIS_MACHINE = {"fake_multinode"}  # autoscaler "instances" that are local processes
+
+
+# -- which cluster: decided before ray is imported --------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """The Ray to use: ``address`` None means an embedded local Ray."""
+
+    address: str | None
+    source: str  # "--address", "RAY_ADDRESS", "head" (this machine's cluster), "embedded"
+    head: LocalHead | None = None  # when this machine is the cluster's head
+
+    @property
+    def embedded(self) -> bool:
+        return self.address is None
+
+
+@dataclass(frozen=True)
+class LocalHead:
+    """A Ray cluster whose head node is this machine, as `ray start --head` left it."""
+
+    address: str  # the GCS address ray_current_cluster names
+    gcs_pid: int
+    session_dir: str
+    autoscaling_config: str | None  # the autoscaler's config file (`ray up`: ~/ray_bootstrap_config.yaml)
+
+
+def find_target(address: str | None = None, environ: dict[str, str] | None = None) -> Target:
+    """The cluster a sweep runs on, by ATTACH_RULE. Imports no ray."""
+    environ = os.environ if environ is None else environ
+    for given, source in ((address, "--address"), (environ.get("RAY_ADDRESS"), "RAY_ADDRESS")):
+        if not given:
+            continue
+        if given == "local":
+            return Target(None, "embedded")
+        if given == "auto":
+            head = local_head(environ)
+            if head is None:
+                raise UsageError(f"{source} is 'auto', but no Ray cluster was started on this "
+                                 "machine (`ray start --head`); give the head's address, e.g. "
+                                 "10.0.0.5:6379, or 'local' for an embedded Ray")
+            return Target(head.address, source, head)
+        return Target(given, source, _head_at(given))
+    head = local_head(environ)
+    if head is not None:
+        return Target(head.address, "head", head)
+    return Target(None, "embedded")
+
+
+def ray_temp_dir(environ: dict[str, str] | None = None) -> Path:
+    """Ray's default temp dir, as `ray start` and ``ray.init()`` compute it."""
+    environ = os.environ if environ is None else environ
+    if "RAY_TMPDIR" in environ:
+        base = environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in environ:
+        base = environ["TMPDIR"]
+    else:
+        base = "/tmp"
+    return Path(base) / "ray"
+
+
+def local_head(environ: dict[str, str] | None = None) -> LocalHead | None:
+    """The cluster whose head node is this machine (see the module's rule), or None."""
+    temp = ray_temp_dir(environ)
+    try:
+        recorded = (temp / "ray_current_cluster").read_text().strip()
+    except OSError:
+        return None
+    host, _, port = recorded.rpartition(":")
+    if not host or not port.isdigit() or not is_this_machine(host):
+        return None
+    for pid, argv in _processes():
+        if not argv or not argv[0].endswith("gcs_server") or f"--gcs_server_port={port}" not in argv:
+            continue
+        session = _flag(argv, "--session-dir")
+        if (session is None or _owner(pid) != os.getuid()
+                or Path(session).resolve().parent != temp.resolve()
+                or not _started_by_ray_start(pid)):
+            continue
+        return LocalHead(recorded, pid, session, _monitor(int(port))[1])
+    return None
+
+
+def _head_at(address: str) -> LocalHead | None:
+    """The local head serving ``address``, when the address (e.g. RAY_ADDRESS from `ray job
+    submit`) names a cluster whose head is this machine, so its autoscaler config is readable."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if "://" in address or not port.isdigit() or not is_this_machine(host):
+        return None
+    found, config = _monitor(int(port))
+    return LocalHead(address, 0, "", config) if found else None
+
+
+def is_this_machine(host: str) -> bool:
+    """Whether ``host`` is an address of this machine (loopback included)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    for family, _, _, _, sockaddr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.bind((sockaddr[0], 0))  # only an address of one of our interfaces binds
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _monitor(port: int) -> tuple[bool, str | None]:
+    """Whether the autoscaler (Ray's monitor) of the GCS on ``port`` runs on this machine, and
+    its --autoscaling-config if it has one this user can read (none: a `ray start --head`
+    cluster without autoscaling)."""
+    for _pid, argv in _processes():
+        if not any(a.endswith(("autoscaler/_private/monitor.py", "autoscaler/v2/monitor.py"))
+                   for a in argv[:3]):
+            continue
+        gcs = _flag(argv, "--gcs-address") or ""
+        if gcs.rpartition(":")[2] != str(port):
+            continue
+        config = _flag(argv, "--autoscaling-config")
+        if config and os.access(os.path.expanduser(config), os.R_OK):
+            return True, os.path.expanduser(config)
+        return True, None
+    return False, None
+
+
+def _processes():
+    """(pid, argv) of every process this user can see (Linux /proc; elsewhere none)."""
+    try:
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        yield pid, [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _started_by_ray_start(gcs_pid: int) -> bool:
+    """`ray start` exits and leaves its GCS to init (or a subreaper), or waits as its parent
+    (``--block``); ``ray.init()`` and ``ray.cluster_utils`` keep it as their child, alive."""
+    parent = _ppid(gcs_pid)
+    if parent is None or parent <= 1:
+        return True
+    try:
+        argv = [a.decode(errors="replace")
+                for a in Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return True
+    names = [os.path.basename(a) for a in argv]
+    if "ray" in names and "start" in argv[names.index("ray") + 1:]:
+        return True
+    return not (names and names[0].startswith("python"))
+
+
+# -- the cluster, once connected ----------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeShape:
+    """Resources of a node that is up, or of a node type the autoscaler may launch."""
+
+    name: str  # node IP, or the node type's name
+    cpus: float
+    gpus: float
+    up: bool  # a live node (else a type the autoscaler may launch, ``count`` of them)
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the sweep runs: what the driver prints first and decides GPUs and storage by."""
+
+    address: str | None  # the GCS address; None for an embedded Ray
+    source: str  # how it was chosen (Target.source)
+    nodes: int  # alive nodes
+    hosts: tuple[str, ...]  # their distinct IP addresses
+    gpus: float  # GPUs on alive nodes now
+    gpus_may_add: float | None  # more GPUs the autoscaler may launch; None: unknown
+    provider: str | None = None  # the autoscaler's provider type (aws, fake_multinode, ...)
+    may_add_hosts: bool = False  # the autoscaler launches nodes on other machines
+    shapes: tuple[NodeShape, ...] = field(default_factory=tuple)
+
+    @property
+    def embedded(self) -> bool:
+        return self.address is None
+
+    @property
+    def multi_host(self) -> bool:
+        """The cluster's nodes are, or may come to be, on more than one machine."""
+        return len(self.hosts) > 1 or self.may_add_hosts or (
+            self.address is not None and self.address.startswith("ray://"))
+
+    @property
+    def has_gpus(self) -> bool:
+        return self.gpus > 0 or (self.gpus_may_add or 0) > 0
+
+    def describe(self) -> str:
+        """One line: where, how many nodes, GPUs up now and to come."""
+        if self.embedded:
+            cpus = sum(s.cpus for s in self.shapes if s.up)
+            return (f"running on an embedded local Ray (no Ray cluster was started on this machine): "
+                    f"{cpus:g} CPUs, {self.gpus:g} GPUs")
+        how = {"head": "this machine is its head node", "--address": "--address",
+               "RAY_ADDRESS": "RAY_ADDRESS"}.get(self.source, self.source)
+        machines = f"{len(self.hosts)} machine{'s' * (len(self.hosts) != 1)}"
+        if self.gpus_may_add is None:
+            more = "GPUs the autoscaler may add: unknown (declare GPU in its node types' resources)"
+        elif self.gpus_may_add:
+            types = ", ".join(f"{s.name} x{s.count}" for s in self.shapes if not s.up and s.gpus)
+            more = f"up to {self.gpus_may_add:g} more from the autoscaler ({self.provider}: {types})"
+        else:
+            more = "the autoscaler adds none"
+        return (f"running on the Ray cluster at {self.address} ({how}): {self.nodes} "
+                f"node{'s' * (self.nodes != 1)} on {machines}, {self.gpus:g} GPUs up now, {more}")
+
+
+def connect(target: Target, **init_kwargs: Any) -> Place:
+    """``ray.init`` for ``target`` (an embedded Ray binds 127.0.0.1 when the caller set Ray's
+    local-only mode first), then where it landed. UsageError, in one line, when the cluster
+    cannot be reached, refuses our token, or runs another Ray version."""
+    import ray
+
+    kwargs = {"log_to_driver": False, "logging_level": "warning", **init_kwargs}
+    if target.embedded:
+        ray.init(address="local", include_dashboard=False, configure_logging=True, **kwargs)
+        return place_of(target)
+    _check_reachable(target.address)
+    _check_token(target)
+    try:
+        ray.init(address=target.address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, its own
+        raise _connect_error(target, e) from None
+    return place_of(target)
+
+
+def place_of(target: Target) -> Place:
+    """Where the connected Ray (``ray.init`` done) runs: its live nodes, and what its autoscaler
+    may add (from its config file when this machine is the head, else from the GCS)."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    up = tuple(NodeShape(n["NodeManagerAddress"], n["Resources"].get("CPU", 0.0),
+                         n["Resources"].get("GPU", 0.0), up=True) for n in alive)
+    hosts = tuple(sorted({n["NodeManagerAddress"] for n in alive}))
+    gpus = sum(s.gpus for s in up)
+    if target.embedded:
+        return Place(None, target.source, len(alive), hosts, gpus, 0.0, shapes=up)
+    config = _read_config(target.head.autoscaling_config) if target.head else None
+    if config is not None:
+        provider, may_add_hosts, types, max_gpus = autoscaler_capacity(config)
+        workers_gpus = sum(s.gpus for s, n in zip(up, alive) if not _is_head(n))
+        may_add = None if max_gpus is None else max(0.0, max_gpus - workers_gpus)
+    elif target.head is not None:  # a head started without an autoscaler: nothing comes
+        provider, may_add_hosts, types, may_add = None, False, (), 0.0
+    else:
+        provider, may_add_hosts, types, may_add = None, False, (), _gcs_max_gpus(gpus)
+    return Place(target.address, target.source, len(alive), hosts, gpus, may_add, provider,
+                 may_add_hosts, up + types)
+
+
+def autoscaler_capacity(config: dict[str, Any]) -> tuple[str | None, bool, tuple[NodeShape, ...], float | None]:
+    """From an autoscaler config (cluster.yaml's form): provider type, whether launched nodes
+    are other machines, the worker types it may launch, and the most GPUs its workers can have
+    together (node types' max_workers within the cluster's max_workers; None when a type that
+    may launch declares no resources, e.g. AWS types left for the autoscaler to detect)."""
+    provider = (config.get("provider") or {}).get("type")
+    head_type = config.get("head_node_type")
+    cap = config.get("max_workers")
+    types, unknown = [], False
+    for name, node in (config.get("available_node_types") or {}).items():
+        if name == head_type:
+            continue
+        count = int(node.get("max_workers", cap if cap is not None else 0))
+        if cap is not None:
+            count = min(count, int(cap))
+        if count <= 0:
+            continue
+        resources = node.get("resources") or {}
+        unknown |= not resources
+        types.append(NodeShape(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)),
+                               up=False, count=count))
+    remaining = int(cap) if cap is not None else sum(t.count for t in types)
+    max_gpus = 0.0
+    for t in sorted(types, key=lambda t: -t.gpus):  # the most GPUs the cap allows
+        n = min(t.count, remaining)
+        max_gpus += n * t.gpus
+        remaining -= n
+    may_add_hosts = bool(types) and provider not in _PROVIDERS_ON_THIS_MACHINE
+    return provider, may_add_hosts, tuple(types), (None if unknown and not max_gpus else max_gpus)
+
+
+def _read_config(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    try:
+        import yaml
+
+        data = yaml.safe_load(text)  # `ray up` writes JSON, which YAML reads too
+    except Exception:  # noqa: BLE001 - unreadable: treat as no config
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_head(node: dict[str, Any]) -> bool:
+    return "node:__internal_head__" in node.get("Resources", {})
+
+
+def _gcs_max_gpus(gpus_now: float) -> float | None:
+    """GPUs the autoscaler may add, from the cluster config an autoscaler published to the GCS
+    (KubeRay, autoscaler v2); None when none was published."""
+    try:
+        import ray._private.state
+
+        limits = ray._private.state.state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - private API: unknown
+        return None
+    if limits is None:
+        return None
+    return max(0.0, float(limits.get("GPU", 0)) - gpus_now)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens there."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}); check "
+                         "the address (`ray status` on the head node), or use --address local "
+                         "for an embedded Ray") from None
+
+
+def _check_token(target: Target) -> None:
+    """A wrong or missing token fails in a second here, not after ray.init's 20 s of retries."""
+    if "://" in target.address:
+        return
+    from ray._raylet import GcsClient
+
+    saved = os.dup(2)  # Ray's C++ client logs each refusal to stderr: the user gets our line
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                GcsClient(address=target.address, cluster_id=None)
+            finally:
+                os.dup2(saved, 2)
+    except Exception as e:  # noqa: BLE001 - only an authentication failure is ours to explain
+        if "auth" in type(e).__name__.lower() or "InvalidAuthToken" in str(e):
+            raise _connect_error(target, e) from None
+    finally:
+        os.close(saved)
+
+
+def _connect_error(target: Target, error: Exception) -> UsageError:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    where = f"the Ray cluster at {target.address!r} ({target.source})"
+    if "auth" in type(error).__name__.lower() or "InvalidAuthToken" in str(error):
+        return UsageError(f"{where} refused this command's authentication token: set "
+                          "RAY_AUTH_MODE=token and give the cluster's token in ~/.ray/auth_token "
+                          "or RAY_AUTH_TOKEN_PATH (`ray get-auth-token` on the head prints it)")
+    if "version mismatch" in str(error).lower():
+        return UsageError(f"{where} runs another Ray or Python version than this command "
+                          f"({first}); run the sweep on the head node, or install the same versions")
+    return UsageError(f"cannot connect to {where}: {first}")
+
+
+# -- decisions ----------------------------------------------------------------------------------
+def gpus_per_trial(place: Place, requested: float | None) -> float:
+    """GPUs each trial asks for: ``requested`` (the user's, fractions included) if given, else 1
+    when the cluster has GPUs or its autoscaler may launch GPU nodes, else 0. A request the
+    cluster can never meet is refused rather than left to wait forever."""
+    if requested is None:
+        return 1.0 if place.has_gpus else 0.0
+    if requested > 0 and not place.has_gpus and place.gpus_may_add is not None:
+        where = "this machine has" if place.embedded else "this Ray cluster has"
+        raise UsageError(f"--gpus-per-trial {requested:g}: {where} no GPUs and none can be added; "
+                         "use --gpus-per-trial 0, or a cluster with GPU workers")
+    return float(requested)
+
+
+def check_trial_fits(place: Place, *, cpus: float, gpus: float) -> None:
+    """UsageError when no node, up or launchable, has ``cpus`` CPUs and ``gpus`` GPUs for one
+    trial (its trials would wait forever). Unknown launchable types are given the benefit."""
+    if place.gpus_may_add is None and not place.embedded:
+        return
+    if any(s.cpus >= cpus and s.gpus >= gpus for s in place.shapes):
+        return
+    largest = ", ".join(sorted({f"{s.cpus:g} CPUs/{s.gpus:g} GPUs" for s in place.shapes})) or "none"
+    raise UsageError(f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but no node of "
+                     f"{'this machine' if place.embedded else 'this cluster'} has that much "
+                     f"(nodes: {largest}); lower --cpus-per-trial or --gpus-per-trial")
+
+
+def is_local_storage(storage: str) -> bool:
+    """A path on this machine's disk (a plain path or file://), not object storage."""
+    return "://" not in storage or storage.startswith("file://")
+
+
+def check_storage(storage: str, place: Place, *, shared: bool = False) -> None:
+    """Refuse, before anything is written, a local --storage path on a cluster whose nodes are
+    (or, as the autoscaler adds them, will be) on more than one machine: trials on the other
+    machines cannot write their checkpoints there. ``shared`` (--shared-storage) declares the
+    path a mount that every node sees at the same place."""
+    if not is_local_storage(storage) or shared or not place.multi_host:
+        return
+    if len(place.hosts) > 1:
+        why = f"this Ray cluster's nodes are on {len(place.hosts)} machines ({', '.join(place.hosts)})"
+    elif place.may_add_hosts:
+        why = f"this Ray cluster's autoscaler adds nodes on other machines ({place.provider})"
+    else:
+        why = "this command is not on a node of the Ray cluster"
+    raise UsageError(f"--storage {storage} is a local path, but {why}: trials there cannot write "
+                     "it. Use --storage s3://BUCKET/PREFIX (or another URI every node reaches), or "
+                     "a shared mount every node sees at the same path and add --shared-storage")
+
+
+# -- retries: losing a node is not the trial's fault --------------------------------------------
+def failure_config():
+    """Tune's retries for a trial: Tune counts every failure, node losses and the trial's own
+    errors alike, so it may retry NODE_LOSS_RETRIES + OWN_ERROR_RETRIES times, and the trial
+    itself (OwnErrors) ends as failed after OWN_ERROR_RETRIES retries of its own errors.
+    (Tune 2.60 already leaves out failures Ray marks as preemption, ``RayActorError.preempted``,
+    i.e. nodes drained for preemption.)"""
+    from ray import tune
+
+    return tune.FailureConfig(max_failures=NODE_LOSS_RETRIES + OWN_ERROR_RETRIES)
+
+
+def is_node_loss(error: BaseException | str | None) -> bool:
+    """Whether a trial's failure, as Tune recorded it (the exception, or its text from
+    ``trial.get_error()``), is the loss of its process or node rather than its own error."""
+    if error is None:
+        return False
+    if isinstance(error, str):
+        text = error
+    else:
+        from ray import exceptions as rex
+
+        lost = (rex.RayActorError, rex.NodeDiedError, rex.WorkerCrashedError,
+                rex.LocalRayletDiedError, rex.ObjectLostError)
+        if isinstance(error, lost):
+            return True
+        if isinstance(error, rex.RayTaskError):
+            try:
+                return isinstance(error.as_instanceof_cause(), lost)
+            except Exception:  # noqa: BLE001 - an unpicklable cause: read its text
+                pass
+        text = f"{type(error).__name__}: {error}"
+    first = next((line for line in text.splitlines() if line.strip()
+                  and not line.startswith("Failure #")), "")
+    names = ("ActorDiedError", "RayActorError", "ActorUnavailableError", "NodeDiedError",
+             "WorkerCrashedError", "LocalRayletDiedError", "ObjectLostError")
+    return any(name in first for name in names) or "The actor died" in text[:500]
+
+
+def trial_error(trial) -> BaseException | str | None:
+    """The error a Tune trial failed with last, for is_node_loss: the pickled exception Tune
+    wrote in the trial's local directory (in on_trial_recover / on_trial_error it is not yet
+    on the storage that ``trial.get_pickled_error()`` reads), else the text Tune keeps."""
+    path = getattr(trial, "pickled_error_file", None)
+    if path and os.path.exists(path):
+        try:
+            import cloudpickle
+
+            with open(path, "rb") as f:
+                return cloudpickle.load(f)
+        except Exception:  # noqa: BLE001 - unpicklable: fall back to the text
+            pass
+    for read in (getattr(trial, "get_pickled_error", None), getattr(trial, "get_error", None)):
+        try:
+            error = read() if read else None
+        except Exception:  # noqa: BLE001
+            error = None
+        if error is not None:
+            return error
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        return Path(path).read_text(errors="replace")
+    return None
+
+
+class OwnErrors:
+    """A trial's own errors, counted in a file next to the trial on the sweep's storage
+    (``own_errors.json`` in Tune's trial directory), so that the count survives retries on
+    other nodes and a restarted driver."""
+
+    NAME = "own_errors.json"
+
+    def __init__(self, filesystem, directory: str, limit: int = OWN_ERROR_RETRIES) -> None:
+        self.fs, self.path, self.limit = filesystem, f"{directory.rstrip('/')}/{self.NAME}", limit
+
+    @classmethod
+    def of_this_trial(cls, limit: int = OWN_ERROR_RETRIES) -> OwnErrors:
+        """Inside a Tune trial: the counter of this trial (Tune's trial directory on storage)."""
+        from ray import tune
+
+        storage = tune.get_context().get_storage()
+        return cls(storage.storage_filesystem, storage.trial_fs_path, limit)
+
+    def errors(self) -> list[str]:
+        try:
+            with self.fs.open_input_stream(self.path) as f:
+                return list(json.loads(f.readall().decode()))
+        except (OSError, ValueError, TypeError):
+            return []  # none yet (or unreadable: counting restarts rather than failing)
+
+    def record(self, error: BaseException) -> bool:
+        """Count ``error``; True when the trial may still be retried for it (raise it), False
+        when it has used its retries (report it as failed and return)."""
+        errors = [*self.errors(), f"{type(error).__name__}: {error}"[:300]]
+        data = json.dumps(errors).encode()
+        try:
+            self.fs.create_dir(self.path.rpartition("/")[0], recursive=True)
+            with self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+        except OSError:
+            pass  # uncounted: Tune's own limit still ends it
+        return len(errors) <= self.limit
+
+
+# -- the device a trial really ran on -------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialDevice:
+    device: str  # what to train on: "cuda" or "cpu"
+    name: str  # what to record: torch's device name ("NVIDIA H100 80GB HBM3") or "cpu"
+    gpus: float  # GPUs Ray granted this trial (fractions included): GPU-hours = gpus x hours
+    note: str = ""  # why a granted GPU went unused
+
+
+def trial_device() -> TrialDevice:
+    """Inside a trial: a granted GPU if CUDA can use it, else the CPU, with a note saying so.
+    A GPU that was not granted is never used (another trial may own it)."""
+    import ray
+    import torch
+
+    granted = _granted_gpus()
+    if granted <= 0:
+        return TrialDevice("cpu", "cpu", 0.0)
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return TrialDevice("cuda", torch.cuda.get_device_name(0), granted)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    why = ("this torch was built without CUDA" if torch.version.cuda is None
+           else f"no CUDA device is visible (CUDA_VISIBLE_DEVICES={visible!r})")
+    return TrialDevice("cpu", "cpu", granted,
+                       f"granted {granted:g} GPU (Ray GPU ids {ray.get_gpu_ids()}) on "
+                       f"{ray.util.get_node_ip_address()}, but {why}; trained on the CPU")
+
+
+def _granted_gpus() -> float:
+    import ray
+
+    try:
+        import warnings
+
+        from ray import tune
+
+        with warnings.catch_warnings():  # outside a trial Tune warns, then returns None
+            warnings.simplefilter("ignore")
+            resources = tune.get_context().get_trial_resources().required_resources
+        return float(resources.get("GPU", 0.0))
+    except Exception:  # noqa: BLE001 - not in a Tune trial: a plain Ray task or actor
+        return float(len(ray.get_gpu_ids())) if ray.is_initialized() else 0.0

@@ -1,0 +1,498 @@
+"""One driver per sweep, on local disk and on object storage: ``with sweep_lock(uri, name) as lease``.
+
+Local disk: ``driver.lock`` in the sweep directory, a FileLock (the OS releases it when the
+process dies, however it dies). Beside it ``driver.json`` names the holder for the message a
+second driver gets.
+
+Object storage (s3://): ``driver.lease``, an object holding the owner's id, host and pid, taken
+and renewed only by S3 conditional writes (PutObject If-None-Match / If-Match, which AWS S3 has
+honoured since 2024, moto's server too; a store that ignores them is found out by a probe when
+the lease is taken, and refused): of two drivers starting together exactly one creates
+the object; the holder renews it every ``ttl / 3`` seconds by overwriting it only if it is still
+the version it wrote. A lease not renewed for ``ttl`` seconds (its holder was killed or cut off)
+is taken over, again by a conditional overwrite, so one of several waiting drivers wins. Expiry
+is judged by the store's own clock (the object's Last-Modified against the response's Date), so
+machines with skewed clocks agree. A driver rerun on the machine of a killed one need not wait
+for its lease to lapse: the lease names its holder's machine (boot id and pid namespace), and a
+holder whose pid no longer runs there is dead for sure, so its lease is taken over at once. pyarrow cannot send these headers (it drops them silently),
+so this one object is written with boto3; every other file of a sweep goes through pyarrow.
+
+The holder gives up before anyone else can take over: ``lease.check()`` raises LeaseLost once
+the lease was taken or has not been renewed for ``ttl - ttl / 6`` seconds, and every writer of
+the sweep (the study journal, the trial database) calls it before it writes. ``on_lost`` is
+called once when that happens (from the thread that notices: usually the renewing one).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qsl
+
+from space_defs.cli import UsageError
+
+from .db import storage
+from .db.errors import StoreError
+
+__all__ = ["sweep_lock", "Lease", "SweepBusy", "LeaseLost", "held_lease", "writer_guard",
+           "DEFAULT_TTL", "LOCK_FILE", "LEASE_FILE"]
+
+DEFAULT_TTL = 30.0  # seconds a lease lives without renewal; renewed every ttl / 3
+LOCK_FILE = "driver.lock"  # local disk: the FileLock
+OWNER_FILE = "driver.json"  # local disk: who holds it (for the message only)
+LEASE_FILE = "driver.lease"  # object storage: the lease object
+
+
+class SweepBusy(UsageError):
+    """Another driver holds the sweep's lock."""
+
+
+class LeaseLost(StoreError):
+    """This driver no longer holds its sweep's lease: it must not write to the sweep again."""
+
+
+def _busy(name: str, holder: str) -> SweepBusy:
+    return SweepBusy(f"sweep {name!r} is being run by another driver right now ({holder}); wait for "
+                     "it to finish, or choose another --name")
+
+
+def key(sweep_uri: str) -> str:
+    """The sweep directory a URI names, without its options: the same for every spelling a
+    driver uses (trailing '/', option order)."""
+    uri = os.fspath(sweep_uri)
+    if storage.is_local(uri):
+        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        return os.path.abspath(path)
+    return uri.partition("?")[0].rstrip("/")
+
+
+_HELD: dict[str, Lease] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def held_lease(sweep_uri: str) -> Lease | None:
+    """The lease this process holds on the sweep (possibly lost since: its check() raises), or
+    None. Writers look it up here, so that copies of them unpickled by Tune find it too."""
+    with _HELD_LOCK:
+        return _HELD.get(key(sweep_uri))
+
+
+def writer_guard(sweep_uri: str) -> Callable[[], None]:
+    """What a writer of the sweep calls before every write (TrialStore's ``guard``): LeaseLost
+    once this process has lost the sweep's lease; nothing where it holds none (a store opened
+    outside a driver, e.g. by a test or a benchmark)."""
+    def check() -> None:
+        if (lease := held_lease(sweep_uri)) is not None:
+            lease.check()
+
+    return check
+
+
+class Lease:
+    """This process's hold on one sweep. ``check()`` before every write to the sweep."""
+
+    def __init__(self, sweep_uri: str, name: str, ttl: float):
+        self.uri, self.name, self.ttl = sweep_uri, name, ttl
+        self.token = uuid.uuid4().hex  # this holder, unique across hosts and runs
+        self.owner = f"{socket.gethostname()} pid {os.getpid()}"
+        self._lost: str | None = None
+        self._released = False
+        self._before_release: list[Callable[[], None]] = []
+
+    @property
+    def held(self) -> bool:
+        """Held and not lost (without raising)."""
+        try:
+            self.check()
+        except LeaseLost:
+            return False
+        return True
+
+    def check(self) -> None:
+        """LeaseLost if this driver may no longer write to the sweep."""
+        if self._released:
+            raise LeaseLost(f"the lease on sweep {self.name!r} was released; nothing may write to it "
+                            "from this driver any more")
+        if self._lost:
+            raise LeaseLost(self._lost)
+
+    def before_release(self, write: Callable[[], None]) -> None:
+        """Have ``write`` run when the lease is released, while it is still held (writers that
+        hold data back use it); not run when the lease was lost."""
+        self._before_release.append(write)
+
+    def _run_before_release(self) -> None:
+        writes, self._before_release = self._before_release, []
+        for write in writes:
+            if self.held:
+                write()
+
+    def release(self) -> None:
+        self._released = True
+
+    def _lose(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = (f"this driver lost the lease on sweep {self.name!r} ({reason}); another "
+                          "driver may be running it now, so this one stops without writing more; "
+                          "rerun the same command to resume once no other driver runs it")
+
+
+class _LocalLease(Lease):
+    """The FileLock: held until released or the process ends; it cannot be lost."""
+
+    def __init__(self, sweep_uri: str, name: str, ttl: float):
+        super().__init__(sweep_uri, name, ttl)
+        self._file = None
+
+    def acquire(self) -> None:
+        from filelock import FileLock, Timeout
+
+        from trainer.atomic import write_atomic
+
+        path = key(self.uri)
+        os.makedirs(path, exist_ok=True)
+        lock = FileLock(os.path.join(path, LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise _busy(self.name, _local_holder(path)) from None
+        self._file = lock
+        since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            write_atomic(os.path.join(path, OWNER_FILE),
+                         json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                     "since": since}).encode())
+        except OSError:
+            pass  # only the message of a second driver needs it (and a full disk is found later)
+
+    def release(self) -> None:
+        try:
+            self._run_before_release()
+        finally:
+            super().release()
+        if self._file is not None:
+            self._file.release()
+            self._file = None
+
+
+def _local_holder(path: str) -> str:
+    try:
+        with open(os.path.join(path, OWNER_FILE)) as f:
+            who = json.load(f)
+        return f"locked by {who['host']} pid {who['pid']} since {who['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{os.path.join(path, LOCK_FILE)} is locked"
+
+
+class _S3Lease(Lease):
+    """A lease object renewed by conditional writes (see the module's docstring)."""
+
+    def __init__(self, sweep_uri: str, name: str, ttl: float, on_lost: Callable[[str], None] | None):
+        super().__init__(sweep_uri, name, ttl)
+        if ttl < 3:
+            raise ValueError("a lease needs ttl >= 3 s (the store's clock counts whole seconds)")
+        self.client, self.bucket, self.object_key = s3_client(sweep_uri, LEASE_FILE, timeout=ttl / 6)
+        self._margin = ttl / 6  # give up this long before anyone else may take over
+        self._seq = 0
+        self._etag: str | None = None
+        self._sent: dict[int, float] = {}  # renewal number -> when it was sent (monotonic)
+        self._deadline = 0.0  # monotonic: past it, the lease may be gone
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the lease object ---------------------------------------------------------------------
+    def _body(self, state: str = "held") -> bytes:
+        return json.dumps({"owner": self.token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "machine": _this_machine(), "sweep": self.name, "ttl_s": self.ttl, "seq": self._seq, "state": state,
+                           "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                          sort_keys=True).encode()
+
+    def _put(self, body: bytes, **condition: str) -> str:
+        self._last_body = body
+        reply = self.client.put_object(Bucket=self.bucket, Key=self.object_key, Body=body,
+                                       ContentType="application/json", **condition)
+        return reply["ETag"]
+
+    def _get(self) -> tuple[dict, str, datetime, datetime] | None:
+        """(body, etag, last modified, the store's now), or None when there is no lease."""
+        from botocore.exceptions import ClientError
+
+        try:
+            reply = self.client.get_object(Bucket=self.bucket, Key=self.object_key)
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "404"):
+                return None
+            raise
+        raw = reply["Body"].read()
+        try:
+            body = json.loads(raw)
+            assert isinstance(body, dict)
+        except (ValueError, AssertionError):
+            raise StoreError(f"{self.uri}/{LEASE_FILE} is not a lease this program wrote; remove "
+                             "it if no driver runs this sweep") from None
+        date = reply["ResponseMetadata"]["HTTPHeaders"].get("date")
+        now = email.utils.parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+        return body, reply["ETag"], reply["LastModified"], now
+
+    def _expired(self, body: dict, modified: datetime, now: datetime) -> bool:
+        ttl = float(body.get("ttl_s", self.ttl))
+        # Last-Modified and Date count whole seconds: one more second, so that the real age of
+        # the lease surely exceeds its ttl.
+        return (now - modified).total_seconds() > ttl + 1
+
+    # -- taking it ----------------------------------------------------------------------------
+    def acquire(self) -> None:
+        from botocore.exceptions import ClientError
+
+        for _ in range(5):
+            seen = self._get()
+            self._seq += 1
+            sent = time.monotonic()
+            try:
+                if seen is None:
+                    self._etag = self._put(self._body(), IfNoneMatch="*")
+                else:
+                    body, etag, modified, now = seen
+                    if (body.get("state") != "released" and not self._expired(body, modified, now)
+                            and not _dead_here(body)):
+                        until = modified + timedelta(seconds=float(body.get("ttl_s", self.ttl)))
+                        raise _busy(self.name, f"lease held by {body.get('host', '?')} pid "
+                                               f"{body.get('pid', '?')} until "
+                                               f"{until:%Y-%m-%dT%H:%M:%SZ}, renewed while it runs")
+                    self._etag = self._put(self._body(), IfMatch=etag)
+            except ClientError as e:
+                if _code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    continue  # another driver moved first: look again
+                raise
+            self._sent[self._seq] = sent
+            self._deadline = sent + self.ttl - self._margin
+            self._check_conditional_writes()
+            self._thread = threading.Thread(target=self._beat, name=f"lease {self.name}", daemon=True)
+            self._thread.start()
+            return
+        raise _busy(self.name, "its lease changed hands while this driver tried to take it")
+
+    def _check_conditional_writes(self) -> None:
+        """Refuse a store that ignores If-None-Match / If-Match: there a lease keeps no one out.
+        Both probes rewrite the lease with the very bytes it holds when they are ignored."""
+        from botocore.exceptions import ClientError
+
+        body = self._last_body
+        for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0-not-the-etag"'}):
+            try:
+                self._etag = self._put(body, **condition)
+            except ClientError as e:
+                if _code(e) in ("PreconditionFailed", "412"):
+                    continue
+                raise
+            self._release_quietly()
+            raise UsageError(f"the object store of {self.uri} ignores conditional writes "
+                             f"({', '.join(condition)}), so it cannot keep a second driver off this "
+                             "sweep; use AWS S3 or a store that supports them")
+
+    # -- keeping it ---------------------------------------------------------------------------
+    def check(self) -> None:
+        super().check()
+        if time.monotonic() > self._deadline:
+            self._lose(f"not renewed for {self.ttl - self._margin:.0f} s")
+            super().check()
+
+    def _beat(self) -> None:
+        interval = self.ttl / 3
+        wait = interval
+        while not self._stop.wait(wait):
+            if self._lost or self._released:
+                return
+            if time.monotonic() > self._deadline:
+                self._lose(f"the store did not accept a renewal for {self.ttl - self._margin:.0f} s")
+                return
+            try:
+                self._renew()
+                wait = interval
+            except LeaseLost:
+                return
+            except Exception:  # the network or the store: try again soon, until the deadline
+                wait = min(1.0, interval / 3)
+        # stopped by release()
+
+    def _renew(self) -> None:
+        from botocore.exceptions import ClientError
+
+        self._seq += 1
+        seq, sent = self._seq, time.monotonic()
+        self._sent[seq] = sent
+        try:
+            self._etag = self._put(self._body(), IfMatch=self._etag)
+        except ClientError as e:
+            if _code(e) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                raise
+            seen = self._get()  # an earlier renewal may have landed though its reply was lost
+            if seen is None or seen[0].get("owner") != self.token or seen[0].get("state") != "held":
+                who = ("gone" if seen is None
+                       else f"now held by {seen[0].get('host')} pid {seen[0].get('pid')}")
+                self._lose(f"the lease object is {who}")
+                raise LeaseLost(self._lost) from None
+            self._etag = seen[1]  # ours: keep the deadline of the renewal that landed
+            sent = self._sent.get(int(seen[0].get("seq", 0)), self._deadline - self.ttl + self._margin)
+        self._deadline = max(self._deadline, sent + self.ttl - self._margin)
+        for old in [s for s in self._sent if s < seq]:
+            del self._sent[old]
+
+    def _lose(self, reason: str) -> None:
+        first = self._lost is None
+        super()._lose(reason)
+        if first:
+            self._fire()
+
+    def _fire(self) -> None:
+        callback, self._on_lost = self._on_lost, None
+        if callback is not None:
+            try:
+                callback(self._lost)
+            except Exception:
+                pass
+
+    # -- giving it back -----------------------------------------------------------------------
+    def release(self) -> None:
+        if self._released:
+            return
+        try:
+            self._run_before_release()  # still renewed meanwhile
+        finally:
+            self._stop.set()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout=self.ttl)
+            still_ours = self.held
+            Lease.release(self)
+            if still_ours:
+                self._release_quietly()
+
+    def _release_quietly(self) -> None:
+        """Mark the lease released (only if it is still ours), so the next driver need not
+        wait for it to expire; if that fails it simply expires."""
+        try:
+            self._seq += 1
+            self._put(self._body("released"), IfMatch=self._etag)
+        except Exception:
+            pass
+
+
+def _this_machine() -> str | None:
+    """What the processes that see the same pids as this one share exactly (Linux: the boot id
+    and the pid namespace), or None where that is unknown."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def _dead_here(body: dict) -> bool:
+    """Whether the lease's holder ran on this machine and its pid runs no more (a pid reused
+    since makes it look alive: then the lease is waited out)."""
+    pid, here = body.get("pid"), _this_machine()
+    if here is None or body.get("machine") != here or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False  # this process: held_lease says whether it still holds it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:  # killed but not yet reaped by its parent: a zombie holds nothing
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _code(error) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def s3_client(uri: str, name: str = "", *, timeout: float = 10.0):
+    """(boto3 S3 client, bucket, key of ``name`` in the directory) for an s3:// URI, reaching the
+    same endpoint pyarrow does: the URI's options (endpoint_override, scheme, region,
+    tls_ca_file_path, tls_verify_certificates), else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and
+    the usual AWS credential chain (an instance profile on a cluster)."""
+    if not uri.startswith("s3://"):
+        raise UsageError(f"cannot lock a sweep at {uri!r}: a driver lease needs a local path or "
+                         "s3:// (conditional writes); choose --storage accordingly")
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise UsageError("a sweep on s3:// needs boto3 for its driver lease: pip install boto3") from None
+    fs, path = storage.resolve(uri)  # UsageError for a URI pyarrow refuses, as everywhere
+    options = dict(parse_qsl(uri.partition("?")[2]))
+    endpoint_url = None
+    if options.get("endpoint_override"):
+        endpoint = options["endpoint_override"]
+        endpoint_url = endpoint if "://" in endpoint else f"{options.get('scheme', 'https')}://{endpoint}"
+    custom = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    verify: bool | str | None = None
+    if options.get("tls_ca_file_path"):
+        verify = options["tls_ca_file_path"]
+    if options.get("tls_verify_certificates", "").lower() in ("0", "false", "no"):
+        verify = False
+    config = Config(connect_timeout=max(1.0, timeout), read_timeout=max(1.0, timeout),
+                    retries={"max_attempts": 2, "mode": "standard"},
+                    s3={"addressing_style": "path"} if custom else None,
+                    # no CRC headers on a tiny JSON object: S3 clones that predate them refuse them
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required")
+    client = boto3.client("s3", endpoint_url=endpoint_url, region_name=getattr(fs, "region", None) or None,
+                          verify=verify, config=config)
+    bucket, _, prefix = path.partition("/")
+    return client, bucket, "/".join(p for p in (prefix.strip("/"), name) if p)
+
+
+@contextmanager
+def sweep_lock(sweep_uri: str, name: str, *, ttl: float = DEFAULT_TTL, wait: float = 0.0,
+               on_lost: Callable[[str], None] | None = None) -> Iterator[Lease]:
+    """Hold the sweep's driver lock while the block runs; SweepBusy (a UsageError: one line,
+    exit 2) if another driver still holds it after ``wait`` seconds of trying (a rerun right
+    after a driver was killed may pass ``wait=DEFAULT_TTL + 5`` to outwait its lease, at the
+    cost of a live driver's refusal coming that much later). ``sweep_uri`` is the sweep's
+    directory (a path, or a URI with its '?options'); ``name`` the sweep's name, for messages.
+    On object storage the lease is renewed in the background; ``lease.check()`` raises
+    LeaseLost once it is lost and ``on_lost(message)`` is called once (from the thread that
+    notices)."""
+    k = key(sweep_uri)
+    if storage.is_local(sweep_uri):
+        lease: Lease = _LocalLease(sweep_uri, name, ttl)
+    else:
+        lease = _S3Lease(sweep_uri, name, ttl, on_lost)
+    with _HELD_LOCK:
+        if k in _HELD and not _HELD[k]._released:
+            raise _busy(name, f"held by this very process, {_HELD[k].owner}")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lease.acquire()
+            break
+        except SweepBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    with _HELD_LOCK:
+        _HELD[k] = lease
+    try:
+        yield lease
+    finally:
+        lease.release()
+        with _HELD_LOCK:
+            if _HELD.get(k) is lease:
+                del _HELD[k]

@@ -1,0 +1,150 @@
+"""A real S3 API server for the system tests: moto's server (``moto[server]``, a dev dependency)
+on 127.0.0.1 and a free port, reached by pyarrow, boto3 and Ray Tune over HTTP exactly as they
+reach AWS, only with AWS_ENDPOINT_URL_S3 pointing at it.
+
+    from tests.harness.s3 import s3_server, s3_bucket  # noqa: F401  (pytest fixtures)
+
+    def test_x(s3_bucket):            # 's3://t3-test-x/runs', a fresh bucket
+        ...                           # subprocesses started now inherit the endpoint and keys
+
+``s3_server`` (session) starts one server and stops it by its pid; ``s3_env`` (per test) sets
+the endpoint, dummy keys and region in os.environ, so subprocesses get them too; ``s3_bucket``
+(per test) makes a bucket of its own and gives the storage URI ``s3://BUCKET/runs``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MOTO_SERVER = str(Path(sys.executable).parent / "moto_server")
+ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+       "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+       "AWS_EC2_METADATA_DISABLED": "true"}  # no minute-long probes for an instance profile
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class S3Server:
+    host: str
+    port: int
+    pid: int
+
+    @property
+    def endpoint(self) -> str:
+        """host:port, as pyarrow's endpoint_override wants it."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to reach it as its S3."""
+        return {**ENV, "AWS_ENDPOINT_URL_S3": self.url}
+
+    @property
+    def query(self) -> str:
+        """The same endpoint as URI options (how MinIO or any non-AWS S3 is usually named)."""
+        return f"endpoint_override={self.endpoint}&scheme=http"
+
+    def filesystem(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(endpoint_override=self.endpoint, scheme="http",
+                                 access_key=ENV["AWS_ACCESS_KEY_ID"],
+                                 secret_key=ENV["AWS_SECRET_ACCESS_KEY"], region=ENV["AWS_REGION"],
+                                 allow_bucket_creation=True, allow_bucket_deletion=True)
+
+    def make_bucket(self, name: str) -> str:
+        self.filesystem().create_dir(name)
+        return name
+
+
+def start(log: Path, *, timeout: float = 60) -> S3Server:
+    """``moto_server -H 127.0.0.1 -p PORT``, waited for until it answers."""
+    port = free_port()
+    out = open(log, "ab")
+    proc = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=out,
+                            stderr=subprocess.STDOUT, env={**os.environ, **ENV},
+                            start_new_session=True)
+    out.close()
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2):
+                break
+        except OSError:
+            if time.time() > deadline:
+                stop(proc.pid)
+                raise RuntimeError(f"moto_server did not answer on port {port} in {timeout:.0f} s")
+            time.sleep(0.2)
+    return S3Server("127.0.0.1", port, proc.pid)
+
+
+def stop(pid: int, timeout: float = 10) -> None:
+    """SIGTERM the server (the process this harness started, by its pid), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if done:
+                return
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> S3Server:
+    server = start(tmp_path_factory.mktemp("s3") / "moto_server.log")
+    try:
+        yield server
+    finally:
+        stop(server.pid)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """The server as this test's S3, in os.environ (and so in every subprocess it starts)."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_server.env
+
+
+_buckets = itertools.count(1)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, s3_env, request) -> str:
+    """A new bucket for this test; the storage URI ``s3://BUCKET/runs``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    name = f"t{next(_buckets)}-{os.getpid()}-{slug}"[:63].rstrip("-")
+    s3_server.make_bucket(name)
+    return f"s3://{name}/runs"

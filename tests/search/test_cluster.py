@@ -1,0 +1,187 @@
+"""search.cluster without a cluster: the attach rule's refusals, what an autoscaler config
+promises, the GPU, fit and storage decisions, failure classification, own-error counting and
+the trial device. (With real Ray clusters: tests/harness/test_fake_cluster.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+import yaml
+
+from search import cluster
+from search.cluster import NodeShape, OwnErrors, Place, UsageError
+
+ROOT = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- which cluster ------------------------------------------------------------------------------
+def test_an_address_or_ray_address_is_used_as_given_and_local_means_embedded(tmp_path):
+    env = {"RAY_TMPDIR": str(tmp_path)}
+    assert cluster.find_target("10.1.2.3:6379", env).address == "10.1.2.3:6379"
+    assert cluster.find_target(None, {**env, "RAY_ADDRESS": "10.1.2.3:6379"}).source == "RAY_ADDRESS"
+    assert cluster.find_target("local", {**env, "RAY_ADDRESS": "10.1.2.3:6379"}).embedded
+    assert cluster.find_target(None, {**env, "RAY_ADDRESS": "local"}).embedded
+    with pytest.raises(UsageError, match="no Ray cluster was started on this machine"):
+        cluster.find_target("auto", env)
+
+
+def test_no_recorded_cluster_means_an_embedded_ray(tmp_path):
+    assert cluster.find_target(None, {"RAY_TMPDIR": str(tmp_path)}).embedded
+
+
+@pytest.mark.parametrize("recorded", ["127.0.0.1:{port}", "203.0.113.7:6379", "garbage", ""])
+def test_a_stale_or_foreign_current_cluster_file_is_not_attached(tmp_path, recorded):
+    """The cluster is gone, or its head is another machine (this is one of its workers)."""
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(recorded.format(port=free_port()))
+    env = {"RAY_TMPDIR": str(tmp_path)}
+    assert cluster.local_head(env) is None and cluster.find_target(None, env).embedded
+
+
+def test_rays_temp_dir_is_computed_as_ray_does():
+    assert cluster.ray_temp_dir({"RAY_TMPDIR": "/x", "TMPDIR": "/y"}) == Path("/x/ray")
+    assert cluster.ray_temp_dir({}) == Path("/tmp/ray")
+    if sys.platform.startswith("linux"):
+        assert cluster.ray_temp_dir({"TMPDIR": "/y"}) == Path("/y/ray")
+
+
+def test_loopback_and_own_addresses_are_this_machine():
+    assert cluster.is_this_machine("127.0.0.1") and cluster.is_this_machine("127.0.0.2")
+    assert cluster.is_this_machine("localhost")
+    assert not cluster.is_this_machine("203.0.113.7") and not cluster.is_this_machine("no.such.host.invalid")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_process_left_to_init_counts_as_ray_start_one_under_python_does_not():
+    child = subprocess.Popen(["sleep", "60"])  # parent: this Python program, alive
+    orphan = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
+                                capture_output=True, text=True).stdout)  # parent exited
+    try:
+        time.sleep(0.2)
+        assert not cluster._started_by_ray_start(child.pid)
+        assert cluster._started_by_ray_start(orphan)
+    finally:
+        child.kill()
+        child.wait()
+        os.kill(orphan, signal.SIGKILL)
+
+
+# -- what the autoscaler may add ----------------------------------------------------------------
+def test_cluster_yaml_promises_gpu_spot_workers_on_other_machines():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    provider, other_hosts, types, max_gpus = cluster.autoscaler_capacity(config)
+    assert provider == "aws" and other_hosts
+    assert {t.name for t in types} == {"gpu_a10g", "gpu_l4"}
+    assert max_gpus == config["max_workers"]  # one GPU each, within the cluster's max_workers
+
+
+def test_capacity_respects_the_cluster_cap_and_unknown_resources():
+    config = {"provider": {"type": "aws"}, "head_node_type": "h", "max_workers": 3,
+              "available_node_types": {
+                  "h": {"resources": {"CPU": 0}},
+                  "big": {"max_workers": 2, "resources": {"CPU": 8, "GPU": 4}},
+                  "small": {"max_workers": 5, "resources": {"CPU": 8, "GPU": 1}},
+                  "cpu": {"max_workers": 5, "resources": {"CPU": 16}}}}
+    assert cluster.autoscaler_capacity(config)[3] == 2 * 4 + 1 * 1
+    config["available_node_types"]["auto"] = {"max_workers": 2, "resources": {}}
+    config["available_node_types"] = {k: v for k, v in config["available_node_types"].items()
+                                      if k in ("h", "cpu", "auto")}
+    assert cluster.autoscaler_capacity(config)[3] is None  # left for AWS to detect: unknown
+    fake = {"provider": {"type": "fake_multinode"}, "head_node_type": "h", "max_workers": 2,
+            "available_node_types": {"h": {}, "g": {"max_workers": 2, "resources": {"GPU": 1}}}}
+    assert cluster.autoscaler_capacity(fake)[1] is False  # fake workers are local processes
+
+
+# -- decisions ------------------------------------------------------------------------------------
+def place(hosts=("10.0.0.1",), gpus=0.0, may_add=0.0, may_add_hosts=False, shapes=(), address="10.0.0.1:6379"):
+    return Place(address, "head", len(hosts), tuple(hosts), gpus, may_add, "aws", may_add_hosts,
+                 tuple(shapes))
+
+
+def test_trials_ask_for_a_gpu_when_the_cluster_has_or_may_launch_one():
+    assert cluster.gpus_per_trial(place(gpus=0, may_add=8), None) == 1
+    assert cluster.gpus_per_trial(place(gpus=2, may_add=0), None) == 1
+    assert cluster.gpus_per_trial(place(gpus=0, may_add=0), None) == 0
+    assert cluster.gpus_per_trial(place(gpus=0, may_add=None), None) == 0  # unknown: say so, use 0
+    assert cluster.gpus_per_trial(place(gpus=0, may_add=8), 0.5) == 0.5  # fractions pack
+    assert cluster.gpus_per_trial(place(gpus=0, may_add=0), 0) == 0
+    with pytest.raises(UsageError, match="no GPUs and none can be added"):
+        cluster.gpus_per_trial(place(gpus=0, may_add=0), 1)
+
+
+def test_a_trial_no_node_can_hold_is_refused():
+    shapes = [NodeShape("10.0.0.1", 0, 0, up=True), NodeShape("gpu", 8, 1, up=False, count=8)]
+    cluster.check_trial_fits(place(shapes=shapes, may_add=8), cpus=4, gpus=0.5)
+    with pytest.raises(UsageError, match="no node of this cluster"):
+        cluster.check_trial_fits(place(shapes=shapes, may_add=8), cpus=16, gpus=1)
+    cluster.check_trial_fits(place(shapes=shapes, may_add=None), cpus=16, gpus=1)  # unknown types
+
+
+def test_local_storage_is_refused_on_several_machines_unless_declared_shared():
+    one, two = place(), place(hosts=("10.0.0.1", "10.0.0.2"))
+    cluster.check_storage("./runs", one)
+    for many in (two, place(may_add_hosts=True), place(address="ray://10.0.0.1:10001")):
+        with pytest.raises(UsageError, match="--shared-storage") as e:
+            cluster.check_storage("./runs", many)
+        assert "s3://" in str(e.value) and "\n" not in str(e.value)
+        cluster.check_storage("./runs", many, shared=True)
+        cluster.check_storage("s3://bucket/runs?region=us-west-2", many)
+    with pytest.raises(UsageError):
+        cluster.check_storage("file:///data/runs", two)
+    embedded = Place(None, "embedded", 1, ("127.0.0.1",), 0.0, 0.0)
+    cluster.check_storage("./runs", embedded)
+    assert "embedded local Ray" in embedded.describe()
+
+
+def test_describe_says_where_nodes_and_gpus_now_and_to_come():
+    text = place(gpus=0, may_add=8, shapes=[NodeShape("gpu_a10g", 8, 1, up=False, count=8)]).describe()
+    assert "10.0.0.1:6379" in text and "this machine is its head node" in text
+    assert "0 GPUs up now" in text and "up to 8 more" in text and "gpu_a10g x8" in text
+    assert "unknown" in place(may_add=None).describe()
+
+
+# -- retries --------------------------------------------------------------------------------------
+def test_node_and_process_losses_are_told_apart_from_a_trials_own_errors():
+    from ray import exceptions as rex
+
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        own = rex.RayTaskError("train", "Traceback ...", e)
+    assert cluster.is_node_loss(rex.ActorDiedError())
+    assert cluster.is_node_loss(rex.NodeDiedError("node died"))
+    assert not cluster.is_node_loss(own) and not cluster.is_node_loss(ValueError("x"))
+    assert cluster.is_node_loss("Failure # 1 (occurred at ...)\nray.exceptions.ActorDiedError: The actor died")
+    assert not cluster.is_node_loss("Failure # 1\nray.exceptions.RayTaskError(ValueError): boom")
+    assert not cluster.is_node_loss(None)
+    assert cluster.failure_config().max_failures == cluster.NODE_LOSS_RETRIES + cluster.OWN_ERROR_RETRIES
+
+
+def test_own_errors_are_counted_on_storage_across_retries(tmp_path):
+    fs = pafs.LocalFileSystem()
+    first = OwnErrors(fs, str(tmp_path / "trial"), limit=2)
+    assert first.record(RuntimeError("one")) and first.record(RuntimeError("two"))
+    again = OwnErrors(fs, str(tmp_path / "trial"), limit=2)  # a retry, maybe on another node
+    assert not again.record(RuntimeError("three"))
+    assert again.errors() == ["RuntimeError: one", "RuntimeError: two", "RuntimeError: three"]
+    (tmp_path / "trial" / OwnErrors.NAME).write_text("{torn")
+    assert OwnErrors(fs, str(tmp_path / "trial")).errors() == []
+
+
+def test_outside_a_trial_without_a_gpu_grant_the_device_is_the_cpu():
+    device = cluster.trial_device()
+    assert (device.device, device.name, device.gpus, device.note) == ("cpu", "cpu", 0.0, "")

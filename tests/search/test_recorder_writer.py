@@ -1,0 +1,130 @@
+"""The recorder's database writes off Tune's thread (search.recorder._Writer), the lease guard on
+every write, and Tune's snapshot remembering checkpoints deleted after it: in process, no Ray
+cluster, no server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from search.db.store import TrialStore, load_epochs, load_trials
+from search.lease import LeaseLost, sweep_lock
+from search.recorder import SweepRecorder, _Writer, open_store
+from search.spec import demo
+
+from .db.test_store import epoch, parts, trial
+
+
+class SlowStore:
+    """A TrialStore whose flushes wait for ``gate`` (a write on the wire to a slow store)."""
+
+    def __init__(self, root):
+        self.store = TrialStore(root, "s", flush_interval_s=3600)  # writes only when flushed
+        self.gate = threading.Event()
+        self.flushes = 0
+
+    def write(self, **rows):
+        self.store.write(**rows)
+
+    def flush(self):
+        assert self.gate.wait(30)
+        self.store.flush()
+        self.flushes += 1
+
+
+def test_puts_return_at_once_and_queue_up_into_one_write(tmp_path):
+    slow = SlowStore(tmp_path)
+    writer = _Writer(lambda: slow, "s")
+    writer.put(trials=[trial(trial_id="t0")])  # taken by the writer, held at the gate
+    time.sleep(0.2)
+    start = time.perf_counter()
+    for n in range(1, 21):
+        writer.put(epochs=[epoch("t0", n)], trials=[trial(trial_id="t0", epochs_done=n)])
+    assert time.perf_counter() - start < 0.5  # nothing waited for the store
+    assert load_epochs(tmp_path, "s").empty
+    slow.gate.set()
+    writer.drain()
+    assert slow.flushes == 2  # the first put, then the twenty that queued up meanwhile
+    assert load_epochs(tmp_path, "s")["epoch"].tolist() == list(range(1, 21))
+    assert load_trials(tmp_path, "s")["epochs_done"].tolist() == [20]  # the newest row per key
+    writer.close()
+
+
+def test_a_failed_write_is_raised_at_the_next_call_and_stops_the_writer(tmp_path):
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise OSError("disk full")
+
+    writer = _Writer(broken, "s")
+    writer.put(epochs=[epoch()])
+    with pytest.raises(OSError, match="disk full"):
+        writer.drain()
+    with pytest.raises(OSError, match="disk full"):  # every later call, in the caller's thread
+        writer.put(epochs=[epoch("t2")])
+    assert len(calls) == 1
+
+
+def test_tunes_snapshot_waits_for_the_rows_queued_before_it(tmp_path):
+    recorder = SweepRecorder(demo(name="s"), str(tmp_path))
+    slow = SlowStore(tmp_path)
+    recorder._writer = _Writer(lambda: slow, "s")
+    recorder._writer.put(epochs=[epoch()])
+    threading.Timer(0.3, slow.gate.set).start()
+    start = time.perf_counter()
+    assert recorder.get_state() is None  # no state of its own: Tune writes no file for it
+    assert time.perf_counter() - start >= 0.25
+    assert len(load_epochs(tmp_path, "s")) == 1  # written before Tune's snapshot goes out
+
+
+def test_a_driver_that_lost_its_lease_writes_nothing_more(tmp_path, monkeypatch):
+    with sweep_lock(str(tmp_path / "s"), "s") as lease:
+        store = open_store(str(tmp_path), "s")
+        store.write(trials=[trial()])
+        assert len(parts(tmp_path)) == 1
+        lease._lose("taken over by another driver")
+        writer = _Writer(lambda: store, "s")
+        writer.put(trials=[trial(status="finished")], epochs=[epoch()])
+        with pytest.raises(LeaseLost, match="lost the lease on sweep 's'"):
+            writer.drain()
+        with pytest.raises(LeaseLost):
+            store.compact()
+    assert len(parts(tmp_path)) == 1 and parts(tmp_path, table="epochs") == []
+    assert load_trials(tmp_path, "s")["status"].tolist() == ["running"]
+
+
+def test_checkpoints_deleted_after_tunes_snapshot_are_forgotten_before_the_resume(tmp_path):
+    """Why Tune printed an ERROR traceback (FileNotFoundError deleting checkpoint_000000) on
+    resume, and that it no longer can."""
+    from types import SimpleNamespace
+
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
+
+    from search.tune_state import forget_deleted_checkpoints
+
+    def checkpoint(n):
+        path = tmp_path / f"checkpoint_{n:06d}"
+        path.mkdir(exist_ok=True)
+        return _TrainingResult(checkpoint=Checkpoint.from_directory(str(path)), metrics={"epoch": n})
+
+    def snapshot_then_two_more_checkpoints():
+        manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+        manager.register_checkpoint(checkpoint(0))
+        manager.register_checkpoint(checkpoint(1))  # Tune's snapshot is taken here ...
+        (tmp_path / "checkpoint_000000").rmdir()  # ... and checkpoint 2 made Tune delete 0
+        return manager
+
+    stale = snapshot_then_two_more_checkpoints()  # the resumed trial reports checkpoint 2 again
+    with pytest.raises(FileNotFoundError):
+        stale.register_checkpoint(checkpoint(2))
+
+    manager = snapshot_then_two_more_checkpoints()
+    forget_deleted_checkpoints([SimpleNamespace(status="PENDING",
+                                                run_metadata=SimpleNamespace(checkpoint_manager=manager))])
+    manager.register_checkpoint(checkpoint(2))
+    manager.register_checkpoint(checkpoint(3))  # deletes checkpoint 1, which exists
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000002", "checkpoint_000003"]

@@ -1,0 +1,199 @@
+"""search.run end to end with the sweep on object storage: a real S3 API server (moto_server on
+127.0.0.1, tests/harness/s3.py) reached by pyarrow, boto3 and Ray Tune over HTTP, exactly as they
+reach AWS; a Ray head of this module's own whose workers reach the same server.
+
+Tiny sweeps (digits, 30K budget, 2-3 trials, 2-3 epochs): what README's "What survives what"
+promises, on s3:// instead of a local disk."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from search.db import load_epochs, load_evals, load_trials
+from search.db.errors import UsageError
+from search.db.storage import join
+from search.lease import DEFAULT_TTL as LEASE_TTL
+from search.lease import LEASE_FILE, s3_client
+from search.study import open_study_storage
+from tests.harness import ray_nodes
+from tests.harness.s3 import s3_bucket, s3_env, s3_server  # noqa: F401 (fixtures)
+
+from .conftest import (check_database, interrupted_trials, run, sweep_command, sweep_env,
+                       wait_for)
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def s3_ray(s3_server, tmp_path_factory):
+    """A Ray head whose workers (trials, final evaluations) reach the S3 server; token auth as
+    the other sweep tests' head (sharing its token when that one runs)."""
+    temp = tmp_path_factory.mktemp("ray-s3")
+    if not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        token = temp / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    try:
+        yield ray_nodes.start_head(temp, env={**os.environ, **s3_server.env})
+    finally:
+        ray_nodes.stop(temp)
+
+
+def study_trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_study_storage(join(storage, name))).trials
+
+
+def query(storage: str, *args: str):
+    return run([sys.executable, "-m", "search.query", *args, "--storage", storage], timeout=180)
+
+
+def clean(out) -> None:
+    """No traceback and no ERROR line from Tune or Ray: a normal run (resume included) says what
+    it does in plain lines."""
+    quiet(out.stdout + out.stderr)
+
+
+def quiet(text: str) -> None:
+    assert "Traceback" not in text and not re.search(r"\sERROR\s", text), text[-3000:]
+
+
+def test_sweep_extend_final_eval_and_query(s3_bucket, s3_ray, tmp_path):
+    storage = s3_bucket  # the endpoint from AWS_ENDPOINT_URL_S3, as on a cluster with a custom S3
+    first = run(sweep_command(storage, "s", "--trials", "3", "--epochs", "2", "--address", s3_ray,
+                              "--final-eval", "1", "--final-attacks", "clean,pgd20"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    clean(first)
+    trials, _ = check_database(storage, "s", 3, 2)
+    evals = load_evals(storage, "s")
+    assert evals["trial_id"].nunique() == 1 and set(evals["attack"]) == {"clean", "pgd20"}
+    complete = [t for t in study_trials(storage, "s") if t.state.is_finished()]
+    assert len(complete) == 3  # the study lives on the store, not in the driver's memory
+
+    extended = run(sweep_command(storage, "s", "--trials", "4", "--epochs", "2", "--address", s3_ray,
+                                 "--final-eval", "1", "--final-attacks", "clean,pgd20"))
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    clean(extended)
+    assert "starting tune-2: 1 new trials" in extended.stdout
+    check_database(storage, "s", 4, 2)
+    study = study_trials(storage, "s")
+    # the new segment's sampler asked in the same study, after the first three were told
+    assert [t.number for t in study] == [0, 1, 2, 3]
+    assert [t.params for t in study[:3]] == [t.params for t in complete]
+    assert study[3].datetime_start > max(t.datetime_complete for t in complete)
+    assert study[3].state.is_finished()
+    again = load_evals(storage, "s")
+    kept = again.merge(evals, on=["trial_id", "attack"])
+    assert len(kept) == 2 and (kept["recorded_at_x"] == kept["recorded_at_y"]).all()  # not redone
+
+    best = query(storage, "best", "--sweep", "s")
+    assert best.returncode == 0 and "most robust" in best.stdout, best.stderr
+    pareto = query(storage, "pareto", "--sweep", "s", "--objectives", "val_robust_acc,-params")
+    assert pareto.returncode == 0 and pareto.stdout.strip(), pareto.stderr
+    plots = query(storage, "plot", "--sweep", "s", "--out", str(tmp_path / "plots"))
+    assert plots.returncode == 0, plots.stderr
+    written = {p.suffix for p in (tmp_path / "plots").iterdir()}
+    assert {".png", ".html"} <= written
+
+
+def popen(cmd) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=sweep_env())
+
+
+def read_until(driver: subprocess.Popen, text: str) -> str:
+    """The driver's stdout up to the first line holding ``text``."""
+    seen = []
+    while not seen or text not in seen[-1]:
+        line = driver.stdout.readline()
+        assert line, f"the driver ended before {text!r}:\n" + "".join(seen)
+        seen.append(line)
+    return "".join(seen)
+
+
+def wait_until_lapsed(sweep_uri: str) -> None:
+    """Until the sweep's lease, no longer renewed, has lapsed by the store's clock."""
+    client, bucket, key = s3_client(sweep_uri, LEASE_FILE)
+    head = client.head_object(Bucket=bucket, Key=key)
+    now = email.utils.parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
+    age = (now - head["LastModified"]).total_seconds()
+    time.sleep(max(0.0, LEASE_TTL + 2 - age))
+
+
+def test_drivers_killed_refused_and_cut_off_on_a_uri_with_options(s3_server, s3_bucket, s3_ray,
+                                                                  monkeypatch):
+    """One sweep, its endpoint only as URI options (how MinIO or any non-AWS S3 is named; no
+    AWS_ENDPOINT_URL_S3 in the drivers' environment): a second driver is refused; the first is
+    killed and rerun; the rerun is cut off past its lease, a third driver takes over, and the
+    cut-off one stops when it wakes up; the sweep ends exact."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    storage = f"{s3_bucket}?{s3_server.query}"
+    cmd = sweep_command(storage, "k", "--trials", "3", "--epochs", "3", "--scheduler", "none",
+                        "--address", s3_ray, "--final-eval", "1", "--final-attacks", "clean")
+    first = popen(cmd)
+    try:
+        read_until(first, "] epoch 1/3")
+        second = run(cmd, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        refusals = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        assert refusals == [second.stderr.strip().splitlines()[-1]] and refusals[0].startswith(
+            "error: sweep 'k' is being run by another driver right now (lease held by "), second.stderr
+        assert "Traceback" not in second.stderr
+
+        def mid_trial():
+            """Trials running with two epochs done: their epoch-1 checkpoint is an epoch (and
+            several of Tune's snapshots, one a second here) old."""
+            try:
+                done = load_epochs(storage, "k").groupby("trial_id")["epoch"].max()
+                status = load_trials(storage, "k").set_index("trial_id")["status"]
+            except UsageError:  # no database yet
+                return None
+            return [t for t, n in done.items() if n == 2 and status.get(t) == "running"]
+
+        assert wait_for(mid_trial, every=0.2), "the sweep made no progress to interrupt"
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
+    before, interrupted = interrupted_trials(storage, "k")
+    assert interrupted
+
+    rerun = popen(cmd)  # at once: the killed driver's lease is taken over, not waited out
+    try:
+        read_until(rerun, "resuming tune-1")
+        read_until(rerun, "] epoch ")
+        rerun.send_signal(signal.SIGSTOP)  # cut off from the store
+        wait_until_lapsed(f"{s3_bucket}/k?{s3_server.query}")
+        third = popen(cmd)
+        read_until(third, "resuming tune-1")
+    finally:
+        rerun.send_signal(signal.SIGCONT)
+    rerun_out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 2, rerun_out + err
+    assert err.strip().splitlines()[-1].startswith("error: this driver lost the lease on sweep 'k' ("), err
+    assert "Traceback" not in err
+
+    out, err = third.communicate(timeout=400)
+    assert third.returncode == 0, err[-3000:]
+    said = f"rerun:\n{rerun_out}\nthird:\n{out}"
+    quiet(out + err)
+    trials, after = check_database(storage, "k", 3, 3)  # none lost, none duplicated
+    assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
+    old = before.set_index(["trial_id", "epoch"])["recorded_at"]
+    new = after.set_index(["trial_id", "epoch"])["recorded_at"]
+    for trial_id in interrupted:  # continued from a checkpoint, not from scratch
+        assert new[(trial_id, 1)] == old[(trial_id, 1)], f"{trial_id}\n{before}\n{after}\n{said}"
+    assert sum(t.state.is_finished() for t in study_trials(storage, "k")) == 3
+    evals = load_evals(storage, "k")  # the final evaluation read its checkpoint through the URI
+    assert evals["trial_id"].nunique() == 1 and list(evals["attack"]) == ["clean"]
+
+    best = query(storage, "best", "--sweep", "k")
+    assert best.returncode == 0 and "most robust" in best.stdout, best.stderr
