@@ -117,8 +117,7 @@ class SweepSpec(SpaceOptions):
     def from_json(cls, text: str) -> SweepSpec:
         data = json.loads(text)
         data["recipe"] = Recipe.from_dict(data["recipe"])
-        data["objectives"] = tuple(data["objectives"])
-        data["final_attacks"] = tuple(data.get("final_attacks", cls.final_attacks))
+        data.update({k: tuple(v) for k, v in data.items() if isinstance(v, list)})  # JSON arrays
         return cls(**data)
 
     def changes_from(self, saved: SweepSpec) -> list[str]:

@@ -119,9 +119,10 @@ class SearchSpace:
                 points.append(point)
         return points
 
-    def is_baseline(self, depths, ratios) -> bool:
-        """A shape a reference network is defined by: the baselines, and every uniform sample."""
-        return self.kind == "uniform" or {**dict(zip(BLOCKS, depths)), **dict(zip(RATIOS, ratios))} \
+    def keeps_shape(self, depths, ratios) -> bool:
+        """Whether this point is a designed shape, solved keeping its width ratios: the
+        baselines, every uniform sample and every grid point (a grid compares shapes)."""
+        return self.kind in ("uniform", "grid") or {**dict(zip(BLOCKS, depths)), **dict(zip(RATIOS, ratios))} \
             in self.baseline_params()
 
     # -- solving for the budget -----------------------------------------------------------
@@ -349,7 +350,7 @@ def suggest_config(trial: Trial, budget: int | str, *, space: str | SearchSpace 
     budget = parse_budget(budget)
     depths, ratios = space.sample_shape(trial)
     if max_macs is None:
-        if space.is_baseline(depths, ratios):
+        if space.keeps_shape(depths, ratios):
             return space.solve_shape(depths, ratios, budget, tolerance)
         return space.solve(depths, ratios, budget, tolerance)
     return space.within_macs(depths, ratios, budget, tolerance, max_macs)

@@ -25,7 +25,8 @@ def test_ten_thousand_samples_all_meet_the_budget(space):
     rng = random.Random(1)
     configs = [suggest_config(RandomParams(rng), BUDGET, space=space) for _ in range(10_000)]
     assert all(within(c) for c in configs)
-    assert all(c.channels[i] % 8 == 0 for c in configs for i in range(3))
+    multiple = 4 if space == "grid" else 8  # a grid point keeps its shape, in a divisor of 8 if need be
+    assert all(c.channels[i] % multiple == 0 for c in configs for i in range(3))
 
 
 def test_a_narrower_last_stage_is_reachable():
