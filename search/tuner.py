@@ -81,6 +81,14 @@ class StudySearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
+class GridOrder(optuna.samplers.GridSampler):
+    """GridSampler, less its ``study.stop()`` once the grid is used up: that call raises outside
+    ``study.optimize``, and here Tune drives the study by ask and tell (num_samples ends it)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
 def open_study(spec: SweepSpec, sweep: SweepDir, *, enqueue_baselines: bool):
     """The sweep's Optuna study storage, with the baselines queued first (once, however often
     the segment is restarted). It lives in the sweep directory (search.study: a journal file on
@@ -116,7 +124,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     mode = spec.modes[0] if single else list(spec.modes)
     space = spec.search_space()
     if spec.space == "grid":
-        sampler = optuna.samplers.GridSampler(space.grid_search_space(), seed=spec.seed)
+        sampler = GridOrder(space.grid_search_space(), seed=spec.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=spec.seed + len(sweep.segments()),
                                              n_startup_trials=min(10, max(2, spec.trials // 3)))
