@@ -11,8 +11,8 @@ import argparse
 import shlex
 import sys
 
-from space_defs import format_count, parse_budget
-from space_defs.cli import Parser, UsageError, add_fields, given
+from space_defs import format_count
+from space_defs.cli import Parser, UsageError, add_fields, count, given
 from trainer.recipe import Recipe
 from trainer.status import Status
 
@@ -20,18 +20,11 @@ from .cluster import ATTACH_RULE, SHARED_STORAGE_HELP
 from .spec import SweepSpec, demo
 
 
-def _count(text: str) -> int:
-    try:
-        return parse_budget(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m search.run", description=f"{__doc__}\nWhere: {ATTACH_RULE}",
                formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--budget", type=_count, default=argparse.SUPPRESS,
+    a("--budget", type=count, default=argparse.SUPPRESS,
       help="parameter budget, e.g. 36M, 1.5M, 500K (required unless --demo)")
     a("--demo", action="store_true",
       help="a small real sweep on the offline digits dataset (flags given as well override it)")
@@ -41,9 +34,8 @@ def parser() -> argparse.ArgumentParser:
     a("--address", help="Ray cluster address, or 'local' for an embedded Ray (see Where above)")
     a("--shared-storage", action="store_true", help=SHARED_STORAGE_HELP)
     a("--data-dir", help="where datasets are downloaded, once per node")
-    a("--max-macs", type=_count, default=argparse.SUPPRESS, help="compute cap per image, e.g. 10G (none)")
     add_fields(p.add_argument_group("sweep (SweepSpec fields)"), SweepSpec,
-               skip=("name", "budget", "max_macs", "recipe"))
+               skip=("name", "budget", "recipe"))
     add_fields(p.add_argument_group("training (Recipe fields; --seed seeds it too)"), Recipe,
                skip=("seed",))
     return p

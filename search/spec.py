@@ -18,6 +18,7 @@ OBJECTIVES = {  # reportable metric -> direction
     "val_robust_acc": "max", "val_clean_acc": "max", "params": "min", "macs": "min",
 }
 SCHEDULERS = ("asha", "none")
+SAMPLERS = ("tpe", "random", "grid")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Fields that may differ when the same sweep is run again; every other field fixes what the
 # sweep's results mean, and changing it is refused.
@@ -35,8 +36,11 @@ class SweepSpec(SpaceOptions):
     dataset: str = option("cifar10", help=" | ".join(DATASETS))
     objectives: tuple[str, ...] = option(("val_robust_acc",),
                                          help=f"comma-separated, from {', '.join(OBJECTIVES)}")
+    sampler: str = option("", help=f"{' | '.join(SAMPLERS)}: what proposes the next config "
+                                   "(default: grid for the grid space, else tpe)")
     scheduler: str = option("asha", help=f"{' | '.join(SCHEDULERS)}: early stopping of weak trials")
     grace_period: int = option(0, help="epochs before ASHA may stop a trial; 0 = a quarter of them")
+    reduction_factor: int = option(4, help="ASHA lets on 1 in this many trials at each rung")
     seed: int = option(0, help="seed of the sampler (search.run's --seed also seeds training)")
     recipe: Recipe = field(default_factory=Recipe)
     trials: int = option(16, help="trials in the sweep; a larger number extends a finished sweep")
@@ -64,6 +68,13 @@ class SweepSpec(SpaceOptions):
              "give at least one objective, each once")
         for o in self.objectives:
             need(o in OBJECTIVES, f"unknown objective {o!r}; choose from {', '.join(OBJECTIVES)}")
+        if not self.sampler:
+            object.__setattr__(self, "sampler", "grid" if self.space == "grid" else "tpe")
+        need(self.sampler in SAMPLERS,
+             f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        need(self.sampler != "grid" or self.space == "grid",
+             "the grid sampler needs the grid space: add --space grid")
+        need(self.reduction_factor >= 2, f"reduction factor must be at least 2, got {self.reduction_factor}")
         need(self.scheduler in SCHEDULERS,
              f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         need(self.scheduler == "none" or len(self.objectives) == 1,

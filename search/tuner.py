@@ -97,19 +97,52 @@ def open_study(spec: SweepSpec, sweep: SweepDir, *, enqueue_baselines: bool):
     from .study import open_study_storage
 
     storage = open_study_storage(sweep.uri)
-    directions = ["maximize" if m == "max" else "minimize" for m in spec.modes]
-    study = optuna.create_study(storage=storage, study_name=spec.name, directions=directions,
+    study = optuna.create_study(storage=storage, study_name=spec.name, directions=directions(spec),
                                 load_if_exists=True)
-    if enqueue_baselines and spec.space != "grid":
+    if enqueue_baselines:
+        queue_baselines(study, spec)
+    return storage
+
+
+def directions(spec: SweepSpec) -> list[str]:
+    return ["maximize" if m == "max" else "minimize" for m in spec.modes]
+
+
+def queue_baselines(study: optuna.Study, spec: SweepSpec) -> None:
+    """The hand-designed references run first (a grid runs them in its own order)."""
+    if spec.sampler != "grid":
         for point in spec.search_space().baseline_params():
             study.enqueue_trial(point, skip_if_exists=True)
-    return storage
+
+
+def sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
+    if spec.sampler == "grid":
+        return GridOrder(spec.search_space().grid_search_space(), seed=seed)
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, spec.trials // 3)))
+
+
+def scheduler(spec: SweepSpec):
+    """ASHA on epochs, or none (every trial runs its whole schedule)."""
+    if spec.scheduler == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", metric=spec.objectives[0], mode=spec.modes[0],
+                         max_t=spec.recipe.epochs, grace_period=spec.grace_epochs,
+                         reduction_factor=spec.reduction_factor)
+
+
+def objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
+    """Tune's metric and mode: one objective, or the list of them."""
+    if len(spec.objectives) == 1:
+        return spec.objectives[0], spec.modes[0]
+    return list(spec.objectives), list(spec.modes)
 
 
 def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bool, data_dir: str,
                 restore: bool, trainable=train_trial, callbacks=()) -> tune.Tuner:
-    """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks, the
-    replay and the fault tests pass their own); ``callbacks`` are added to the recorder."""
+    """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks and the
+    fault tests pass their own); ``callbacks`` are added to the recorder."""
     # Tune's result.json stays (the recorder backfills from it); its CSV and TensorBoard logs
     # duplicate the trial database, and tensorboardX would import torch into the driver (3 s).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -119,28 +152,16 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     if restore:
         return tune.Tuner.restore(sweep.uri_of(segment.name), trainable,
                                   resume_unfinished=True, resume_errored=True)
-    single = len(spec.objectives) == 1
-    metric = spec.objectives[0] if single else list(spec.objectives)
-    mode = spec.modes[0] if single else list(spec.modes)
-    space = spec.search_space()
-    if spec.space == "grid":
-        sampler = GridOrder(space.grid_search_space(), seed=spec.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=spec.seed + len(sweep.segments()),
-                                             n_startup_trials=min(10, max(2, spec.trials // 3)))
+    metric, mode = objective(spec)
     searcher = StudySearch(
-        space=DefineByRun(spec.to_json()), metric=metric, mode=mode, sampler=sampler,
-        study_name=spec.name, storage=open_study(spec, sweep, enqueue_baselines=first))
-    if spec.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode,
-                                  max_t=spec.recipe.epochs, grace_period=spec.grace_epochs)
-    else:
-        scheduler = FIFOScheduler()
+        space=DefineByRun(spec.to_json()), metric=metric, mode=mode,
+        sampler=sampler(spec, spec.seed + len(sweep.segments())), study_name=spec.name,
+        storage=open_study(spec, sweep, enqueue_baselines=first))
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent),
-            scheduler=scheduler, num_samples=segment.trials, reuse_actors=True),
+            scheduler=scheduler(spec), num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=segment.name, storage_path=sweep.uri, verbose=0,
             callbacks=[JsonLoggerCallback(), SweepRecorder(spec, sweep.storage),

@@ -43,6 +43,16 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def count(text: str) -> int:
+    """A parameter or MAC count: '36M', '1.5G', '500K', '2_000_000'."""
+    from .budget import parse_budget
+
+    try:
+        return parse_budget(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count ({e})") from None
+
+
 def integer(text: str) -> int:
     try:
         return int(text.strip())

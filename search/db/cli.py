@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from space_defs import format_count, parse_budget
-from space_defs.cli import Parser
+from space_defs import format_count
+from space_defs.cli import Parser, count
 from trainer.atomic import atomic_path
 from trainer.status import Status
 
@@ -63,20 +63,13 @@ _TRIAL_COLUMNS = ["sweep", "trial_id", "arch", "params", "macs", "status", "epoc
                   "best_val_robust_acc", "best_val_clean_acc", "best_val_robust_epoch"]
 
 
-def _count(text: str) -> int:
-    try:
-        return parse_budget(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a parameter count ({e})") from None
-
-
 def _parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
     common.add_argument("--storage", default=DEFAULT_STORAGE,
                         help="storage root holding the sweeps (local path or s3://...)")
     common.add_argument("--sweep", action="append", default=None,
                         help="only these sweeps (repeat or comma-separate)")
-    common.add_argument("--budget", type=_count, help="only this parameter budget (e.g. 36.5M, 2_000_000)")
+    common.add_argument("--budget", type=count, help="only this parameter budget (e.g. 36.5M, 2_000_000)")
     common.add_argument("--dataset", help="only this dataset")
     common.add_argument("--method", help="only this training method")
     ranked = Parser(add_help=False)

@@ -107,6 +107,33 @@ def render(trials: pd.DataFrame, epochs: pd.DataFrame, out_dir: Path) -> list[Pa
     return [*paths, out_dir / "report.html"]
 
 
+def regret_curves(events: pd.DataFrame, path: Path, *, grid_hours: float) -> Path:
+    """Median (line) and quartiles (band) over seeds of each strategy's regret against
+    simulated compute; ``events`` as search.replay writes them (strategy, seed, hours, regret)."""
+    end = float(events["hours"].max())
+    t = np.linspace(0.0, end, 400)
+    before = float(events["regret"].max())  # no incumbent yet: the regret of scoring nothing
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    for strategy, runs in events.groupby("strategy", sort=False):
+        per_seed = []
+        for _, run in runs.groupby("seed"):
+            run = run.sort_values("hours")
+            at = np.searchsorted(run["hours"].to_numpy(), t, side="right") - 1
+            per_seed.append(np.where(at >= 0, run["regret"].to_numpy()[np.maximum(at, 0)], before))
+        q25, median, q75 = 100 * np.percentile(np.array(per_seed), [25, 50, 75], axis=0)
+        (line,) = ax.plot(t, median, label=f"{strategy} ({len(per_seed)} seeds)")
+        ax.fill_between(t, q25, q75, color=line.get_color(), alpha=0.15, linewidth=0)
+    for share, style in ((0.3, ":"), (1.0, "--")):
+        ax.axvline(share * grid_hours, color="grey", linestyle=style, linewidth=1)
+    ax.set(xlabel="simulated compute (hours; dotted: 30% of the grid, dashed: the grid)",
+           ylabel="regret (val robust acc. points)", xlim=(0, end), ylim=(0, None),
+           title="Regret of the incumbent: median and quartiles over seeds")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _labels(trials: pd.DataFrame) -> pd.Series:
     return trials["trial_id"].astype(str) + " " + arch_label(trials)
 
