@@ -248,6 +248,7 @@ def main_recorder(n: int, storage: str | None) -> None:
 
 
 def main() -> None:
+    command_start = time.perf_counter()
     p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, help="trials per stack (24; 8 with --recorder)")

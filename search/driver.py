@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 
-from .lease import SweepBusy, sweep_lock  # noqa: F401  (SweepBusy: a second driver, exit 2)
+from .lease import sweep_lock
 from .spec import SweepSpec
 from .sweepdir import Segment, SweepDir, prepare, saved_spec
 

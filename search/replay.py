@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import random
 import sys
 import tempfile
@@ -264,6 +265,7 @@ def replay(table: Table, strategy: Strategy, seed: int, *, budget_seconds: float
 
     from .tuner import DefineByRun, StudySearch, directions, objective, queue_baselines, sampler, scheduler
 
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # no CSV/TensorBoard files per trial
     spec = strategy.spec(table.spec, seed=seed, trials=20 * len(table.curves),
                          grace_period=grace_period, reduction_factor=reduction_factor)
     storage = optuna.storages.InMemoryStorage()

@@ -22,15 +22,14 @@ by name, since other Ray instances share this machine.
         cluster.kill_node(node_id)          # lose a worker node (SIGKILL its raylet)
         cluster.add_node("127.0.0.2")       # a node Ray sees on another machine
 
-``python -m tests.harness.fake_cluster`` runs the proof (launch from zero, removal when idle, a
-127.0.0.2 worker joining) and prints how long each step took.
+tests/search/test_cluster_system.py is the proof (launch from zero, removal when idle, a
+127.0.0.2 worker joining, sweeps on it).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -411,47 +410,7 @@ def _signal(pids, sig) -> None:
 
 
 # -- the proof --------------------------------------------------------------------------------
-def prove(say=print) -> dict[str, float]:
-    """Start a fake cluster; a task asking for GPU: 1 makes the autoscaler launch a worker from
-    zero; the worker is removed when idle; a 127.0.0.2 node joins. Returns the timings (s)."""
-    with FakeCluster() as cluster:
-        t = cluster.timings
-        say(f"head up at {cluster.address} in {t['head_start_s']:.1f} s; nodes: {cluster.nodes()}")
-        driver = subprocess.Popen(
-            [sys.executable, "-c", _GPU_TASK], env={**cluster.env, "RAY_ADDRESS": cluster.address},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        t0 = time.monotonic()
-        up = cluster.wait_for(cluster.gpu_nodes, timeout=180)
-        assert up, "the autoscaler launched no GPU worker:\n" + cluster.logs()
-        t["gpu_worker_launch_s"] = time.monotonic() - t0
-        out, _ = driver.communicate(timeout=180)
-        t["gpu_task_done_s"] = time.monotonic() - t0
-        assert driver.returncode == 0, out
-        say(f"GPU worker launched {t['gpu_worker_launch_s']:.1f} s after the task was submitted; "
-            f"task done after {t['gpu_task_done_s']:.1f} s: {out.strip().splitlines()[-1]}")
-        t0 = time.monotonic()
-        gone = cluster.wait_for(lambda: not cluster.gpu_nodes(), timeout=180)
-        assert gone, "the idle GPU worker was never removed:\n" + cluster.logs()
-        t["idle_worker_removed_s"] = time.monotonic() - t0
-        say(f"idle GPU worker removed {t['idle_worker_removed_s']:.1f} s after its task ended "
-            f"(idle timeout {cluster.config['idle_timeout_minutes'] * 60:.0f} s)")
-        node = cluster.add_node("127.0.0.2", cpus=1)
-        say(f"node {node[:8]} on 127.0.0.2 joined the loopback head in "
-            f"{t['join_127.0.0.2_s']:.1f} s; ips: {sorted({n['ip'] for n in cluster.nodes()})}")
-    timings = dict(t)
-    with FakeCluster(loopback=False) as cluster:  # a head as `ray start --head` makes it
-        t = cluster.timings
-        node = cluster.add_node("127.0.0.2", cpus=1)  # `ray start --node-ip-address 127.0.0.2`
-        say(f"`ray start --address {cluster.address} --node-ip-address 127.0.0.2`: node "
-            f"{node[:8]} joined in {t['join_127.0.0.2_s']:.1f} s; "
-            f"ips: {sorted({n['ip'] for n in cluster.nodes()})}")
-        timings["ray_start_join_127.0.0.2_s"] = t["join_127.0.0.2_s"]
-        timings["head_start_all_interfaces_s"] = t["head_start_s"]
-    t = timings
-    return t
-
-
-_GPU_TASK = """
+GPU_TASK = """
 import ray
 ray.init(log_to_driver=False)
 @ray.remote(num_gpus=1, num_cpus=1)
@@ -461,6 +420,3 @@ def where():
 print("ran on node %s with GPU ids %s, CUDA_VISIBLE_DEVICES=%s" % ray.get(where.remote()))
 """
 
-
-if __name__ == "__main__":
-    print(json.dumps(prove(), indent=1))

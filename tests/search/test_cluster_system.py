@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.fake_cluster import _GPU_TASK, RAY, FakeCluster, processes_of, stop_processes
+from tests.harness.fake_cluster import GPU_TASK, RAY, FakeCluster, processes_of, stop_processes
 
 from .conftest import check_database, epochs_so_far, sweep_command, sweep_env, wait_for
 
@@ -58,7 +58,7 @@ def test_the_head_starts_with_no_worker_and_a_driver_there_attaches_without_an_a
 
 
 def test_a_gpu_task_makes_the_autoscaler_launch_a_worker_from_zero_then_idle_removes_it(cluster):
-    driver = subprocess.Popen([sys.executable, "-c", _GPU_TASK],
+    driver = subprocess.Popen([sys.executable, "-c", GPU_TASK],
                               env={**cluster.env, "RAY_ADDRESS": cluster.address},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t0 = time.monotonic()

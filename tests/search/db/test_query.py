@@ -109,7 +109,7 @@ def test_sweeps_top_pareto_show(root, capsys):
     (["export", "--format", "xml", "--out", "OUT"], "invalid choice: 'xml'"),
     (["export", "--sweep", "nope", "--out", "OUT"], "unknown sweep"),
     (["plot", "--dataset", "mnist", "--out", "OUT"], "no trials match"),
-    (["top", "--budget", "lots"], "not a parameter count"),
+    (["top", "--budget", "lots"], "is not a count"),
 ])
 def test_errors_exit_2_with_one_line_and_write_nothing(root, tmp_path, capsys, args, message):
     out_path = tmp_path / "out"
