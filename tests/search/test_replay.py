@@ -13,7 +13,7 @@ import pytest
 
 from search.db.schema import EpochRow, EvalRow, TrialRow
 from search.db.store import TrialStore
-from search.replay import STRATEGIES, Curve, Table, events, hours_to_target, milestones
+from search.replay import STRATEGIES, Curve, Table, events, hours_to, milestones
 from search.spec import demo
 from space_defs import macs, param_count, suggest_config
 from space_defs.trials import FixedParams
@@ -91,7 +91,7 @@ def test_events_add_up_the_recorded_epochs_they_consumed(tmp_path):
     assert out[-1].hours == pytest.approx(sum(expected) / 3600)
     assert out[0].incumbent == cfgs[3] and out[1].incumbent == cfgs[3]  # 2 epochs: not an incumbent
     assert out[-1].incumbent == table.best and out[-1].regret == 0
-    assert hours_to_target(table, out) is not None
+    assert hours_to(out, table.near_best) is not None
     with pytest.raises(AssertionError, match="reported"):
         events(table, [(cfgs[0], 0, EPOCHS, 1.0)])  # a trial that claims a cost it did not record
 
@@ -158,6 +158,7 @@ def test_replays_are_deterministic_per_seed_and_run_through_tune_and_optuna(tmp_
         assert 0.5 * table.grid_seconds <= sum(recorded) <= 0.5 * table.grid_seconds + max(recorded)
     summary = pd.read_parquet(tmp_path / "a" / "summary.parquet")
     assert list(summary["strategy"]) == ["tpe+asha", "grid"] and (summary["replays"] == 2).all()
+    assert (summary["best_median_hours"] >= summary["near_median_hours"]).all()
 
 
 def _cfg(table: Table, arch: str):
