@@ -493,17 +493,14 @@ def check_trial_fits(place: Place, *, cpus: float, gpus: float) -> None:
                      f"(nodes: {largest}); lower --cpus-per-trial or --gpus-per-trial")
 
 
-def is_local_storage(storage: str) -> bool:
-    """A path on this machine's disk (a plain path or file://), not object storage."""
-    return "://" not in storage or storage.startswith("file://")
-
-
 def check_storage(storage: str, place: Place, *, shared: bool = False) -> None:
     """Refuse, before anything is written, a local --storage path on a cluster whose nodes are
     (or, as the autoscaler adds them, will be) on more than one machine: trials on the other
     machines cannot write their checkpoints there. ``shared`` (--shared-storage) declares the
     path a mount that every node sees at the same place."""
-    if not is_local_storage(storage) or shared or not place.multi_host:
+    from .db.storage import is_local
+
+    if not is_local(storage) or shared or not place.multi_host:
         return
     if len(place.hosts) > 1:
         why = f"this Ray cluster's nodes are on {len(place.hosts)} machines ({', '.join(place.hosts)})"
