@@ -56,9 +56,7 @@ class Grid:
 
         table = Table.load(storage, sweeps)
         sweeps = list(sweeps or list_sweeps(storage))
-        best_clean = {}
-        for cfg, curves in table.curves.items():
-            best_clean[cfg] = Measure(tuple(max(zip(c.robust, c.clean))[1] for c in curves))
+        best_clean = {k: Measure(tuple(c.selected[1] for c in v)) for k, v in table.curves.items()}
         trials = load_trials(storage, sweeps).set_index(["sweep", "trial_id"])
         test: dict[str, dict[WRNConfig, list[float]]] = {}
         for e in load_evals(storage, sweeps).to_dict("records"):
@@ -81,6 +79,8 @@ class Grid:
         diff = measures[a].mean - measures[b].mean
         se = pooled_se(list(measures.values()))
         z = diff / se if se > 0 else math.nan
+        if math.isnan(z):
+            return f"{100 * diff:+.1f} points (noise unknown: one seed)"
         verdict = "within noise" if abs(z) < 2 else ("better" if z > 0 else "worse")
         return f"{100 * diff:+.1f} points +- {100 * se:.1f} (1 s.e.; z = {z:.1f}, {verdict})"
 
@@ -88,7 +88,7 @@ class Grid:
         t, spec = self.table, self.table.spec
         pgd = self.test.get("pgd20", {})
         clean = self.test.get("clean", {})
-        ranked = sorted(t.curves, key=lambda c: -self.val_robust[c].mean)
+        ranked = sorted(t.curves, key=t.rank_key, reverse=True)
         lines = [f"Grid {spec.name.rsplit('-s', 1)[0]}: {len(t.curves)} configs x {t.seeds} "
                  f"training seeds, {spec.recipe.method} on {spec.dataset}, budget "
                  f"{format_count(spec.budget)} params, {spec.recipe.epochs} epochs, validation "

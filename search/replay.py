@@ -59,9 +59,14 @@ class Curve:
     seconds: tuple[float, ...]
 
     @property
+    def selected(self) -> tuple[float, float]:
+        """Validation robust and clean accuracy of the epoch the run selects (its best.pt: the
+        highest robust accuracy, ties by clean)."""
+        return max(zip(self.robust, self.clean))
+
+    @property
     def best(self) -> float:
-        """Validation robust accuracy of the epoch the run selects (its best.pt)."""
-        return max(zip(self.robust, self.clean))[0]
+        return self.selected[0]
 
 
 @dataclass(frozen=True)
@@ -121,9 +126,14 @@ class Table:
         seeds."""
         return sum(c.best for c in self.curves[cfg]) / len(self.curves[cfg])
 
+    def rank_key(self, cfg: WRNConfig) -> tuple[float, float]:
+        """Mean selected validation robust accuracy, ties broken by its clean accuracy."""
+        curves = self.curves[cfg]
+        return self.score(cfg), sum(c.selected[1] for c in curves) / len(curves)
+
     @property
     def best(self) -> WRNConfig:
-        return max(self.curves, key=self.score)
+        return max(self.curves, key=self.rank_key)
 
     @property
     def seeds(self) -> int:
