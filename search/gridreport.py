@@ -108,7 +108,7 @@ class Grid:
                 f"{_cell(pgd.get(cfg))} | {_cell(clean.get(cfg))} |")
         best, uniform = ranked[0], self.uniform
         k = best.widen_factors
-        narrower = [c for c in t.curves if c.widen_factors[2] < 0.75 * c.widen_factors[1]]
+        narrower = [c for c in t.curves if grid_point(c)[4] < 0]
         wider = [c for c in t.curves if c not in narrower]
         lines += [
             "", f"Noise: the standard error of a difference of two config means is "
@@ -126,8 +126,27 @@ class Grid:
             f"- Over the grid, the {len(narrower)} configs whose last stage is narrower than the "
             f"middle one (k3 about k2 / 2) average {_avg(self.val_robust, narrower)} validation "
             f"robust and {_avg(pgd, narrower)} test PGD-20; the other {len(wider)}: "
-            f"{_avg(self.val_robust, wider)} and {_avg(pgd, wider)}."]
+            f"{_avg(self.val_robust, wider)} and {_avg(pgd, wider)}.", "",
+            "Each choice of the grid on its own: the configs' means at each value, averaged over "
+            "the rest of the grid (+- the s.e. of that average, from the configs' spread):", "",
+            "| choice | value | configs | val robust | test PGD-20 |", "|---|---|---|---|---|"]
+        for i, name in enumerate(POINT):
+            for value in sorted({grid_point(c)[i] for c in t.curves}):
+                cfgs = [c for c in t.curves if grid_point(c)[i] == value]
+                lines.append(f"| {name} | {value:g} | {len(cfgs)} | {_avg(self.val_robust, cfgs)} | "
+                             f"{_avg(pgd, cfgs)} |")
         return "\n".join(lines)
+
+
+POINT = ("stage 1 blocks", "stage 2 blocks", "stage 3 blocks", "log2 k2/k1", "log2 k3/k2")
+
+
+def grid_point(cfg: WRNConfig) -> tuple[float, ...]:
+    """The grid coordinates of a config: its depths and its widen-factor ratios (log2, to the
+    nearest half: a shape is kept within a few percent)."""
+    k = cfg.widen_factors
+    return (*map(float, cfg.depths), round(2 * math.log2(k[1] / k[0])) / 2,
+            round(2 * math.log2(k[2] / k[1])) / 2)
 
 
 def _cell(m: Measure | None) -> str:
