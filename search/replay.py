@@ -260,7 +260,7 @@ class Event:
     seconds: float  # recorded seconds of the epochs it consumed
     hours: float  # simulated compute when it ended: every earlier trial's and its own
     incumbent: WRNConfig | None
-    regret: float  # table best's score minus the incumbent's (the best's score when none yet)
+    regret: float  # table best's score minus the incumbent's (none yet: minus the worst config's)
 
 
 def replay(table: Table, strategy: Strategy, seed: int, *, budget_seconds: float,
@@ -312,15 +312,16 @@ def events(table: Table, trials: Sequence[tuple[WRNConfig, int, int, float]]) ->
     order they ran, with the simulated clock and the incumbent after each."""
     full = table.spec.recipe.epochs
     out, spent, incumbent, observed = [], 0.0, None, -math.inf
+    best, worst = table.score(table.best), min(map(table.score, table.curves))
     for index, (arch, curve_seed, epochs, seconds) in enumerate(trials):
         curve = next(c for c in table.curves[arch] if c.seed == curve_seed)
         if not math.isclose(seconds, sum(curve.seconds[:epochs]), rel_tol=1e-9):
-            raise AssertionError(f"trial {index} reported {seconds} s for {epochs} epochs of a "
+            raise RuntimeError(f"trial {index} reported {seconds} s for {epochs} epochs of a "
                                  f"curve that recorded {sum(curve.seconds[:epochs])} s")
         spent += seconds
         if epochs == full and curve.best > observed:
             incumbent, observed = arch, curve.best
-        regret = table.score(table.best) - (table.score(incumbent) if incumbent else 0.0)
+        regret = best - (table.score(incumbent) if incumbent else worst)
         out.append(Event(index, arch, curve_seed, epochs, seconds, spent / HOUR, incumbent, regret))
     return out
 

@@ -112,7 +112,7 @@ def regret_curves(events: pd.DataFrame, path: Path, *, grid_hours: float) -> Pat
     simulated compute; ``events`` as search.replay writes them (strategy, seed, hours, regret)."""
     end = float(events["hours"].max())
     t = np.linspace(0.0, end, 400)
-    before = float(events["regret"].max())  # no incumbent yet: the regret of scoring nothing
+    before = float(events["regret"].max())  # no incumbent yet: as the worst config's regret
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
     for strategy, runs in events.groupby("strategy", sort=False):
