@@ -31,7 +31,9 @@ def where(env: dict[str, str], *args: str) -> dict:
     out = subprocess.run([sys.executable, str(HERE / "where.py"), *args], env=env,
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # the report is the last JSON line: Ray may print warnings to stdout too (a loaded machine
+    # gets "raylet has lagging heartbeats ...")
+    return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
 
 
 @pytest.fixture(scope="module")
