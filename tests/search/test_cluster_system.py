@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import last_json
 from tests.harness.fake_cluster import GPU_TASK, RAY, FakeCluster, processes_of, stop_processes
 
 from .conftest import check_database, epochs_so_far, sweep_command, sweep_env, wait_for
@@ -31,9 +32,7 @@ def where(env: dict[str, str], *args: str) -> dict:
     out = subprocess.run([sys.executable, str(HERE / "where.py"), *args], env=env,
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
-    # the report is the last JSON line: Ray may print warnings to stdout too (a loaded machine
-    # gets "raylet has lagging heartbeats ...")
-    return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+    return last_json(out.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from search.db import load_evals, load_trials
+from tests.harness import last_json
 
 from .conftest import (check_database, epochs_so_far, run, snapshot, sweep_command, sweep_env,
                        wait_for)
@@ -223,7 +224,7 @@ def test_losing_a_worker_node_mid_trial(tmp_path):
                          text=True, timeout=600,
                          env={k: v for k, v in sweep_env().items() if not k.startswith("RAY_AUTH")})
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    before, stdout = json.loads(out.stdout.strip().splitlines()[-1]), (tmp_path / "driver.out").read_text()
+    before, stdout = last_json(out.stdout), (tmp_path / "driver.out").read_text()
     assert "lost its node, retrying from its last checkpoint" in stdout
     trials, after = check_database(tmp_path, "n", 2, 6)
     assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
