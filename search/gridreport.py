@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from space_defs import WRNConfig, baselines, format_count, macs, param_count
 from space_defs.cli import Parser, UsageError
 
-from .replay import Table, label
+from .replay import Table, label, pooled_se
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,9 @@ class Measure:
         return sum(self.values) / len(self.values)
 
 
-def pooled_se(measures: Sequence[Measure]) -> float:
+def noise(measures: dict[WRNConfig, Measure]) -> float:
     """Standard error of a difference of two config means, from every config's seed spread."""
-    dof = sum(len(m.values) - 1 for m in measures)
-    if dof < 1:
-        return math.nan
-    var = sum((v - m.mean) ** 2 for m in measures for v in m.values) / dof
-    n = min(len(m.values) for m in measures)
-    return math.sqrt(2 * var / n)
+    return pooled_se([m.values for m in measures.values()])
 
 
 @dataclass(frozen=True)
@@ -77,7 +72,7 @@ class Grid:
         if a not in measures or b not in measures:
             return "not measured"
         diff = measures[a].mean - measures[b].mean
-        se = pooled_se(list(measures.values()))
+        se = noise(measures)
         z = diff / se if se > 0 else math.nan
         if math.isnan(z):
             return f"{100 * diff:+.1f} points (noise unknown: one seed)"
@@ -112,8 +107,8 @@ class Grid:
         wider = [c for c in t.curves if c not in narrower]
         lines += [
             "", f"Noise: the standard error of a difference of two config means is "
-            f"{100 * pooled_se(list(self.val_robust.values())):.1f} points on validation robust "
-            f"accuracy and {100 * pooled_se(list(pgd.values())):.1f} on test PGD-20 (pooled over "
+            f"{100 * noise(self.val_robust):.1f} points on validation robust "
+            f"accuracy and {100 * noise(pgd):.1f} on test PGD-20 (pooled over "
             f"all {len(t.curves)} configs' seeds).", "",
             f"- The most robust on validation: {label(best)} (widen factors "
             f"{'-'.join(f'{w:.2g}' for w in k)}); the uniform WRN of the same budget: "

@@ -32,6 +32,7 @@ import dataclasses
 import math
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -81,18 +82,18 @@ class Table:
         """The finished trials of ``sweeps`` (default: every sweep under ``storage``), which
         must be one grid recorded with different training seeds."""
         from .db import list_sweeps, load_epochs, load_trials
-        from .db.storage import join, read_text, resolve
+        from .sweepdir import SweepDir
 
         sweeps = list(sweeps or list_sweeps(storage))
         if not sweeps:
             raise UsageError(f"no recorded sweep under {storage}: record one with search.run "
                              "(e.g. data/digits-grid-60K/record.sh)")
-        fs, _ = resolve(storage)
         specs = []
         for name in sweeps:
-            text = read_text(fs, resolve(join(storage, name, "sweep.json"))[1])
+            sweep = SweepDir(storage, name)
+            text = sweep.read("sweep.json")
             if text is None:
-                raise UsageError(f"{join(storage, name)} holds no sweep.json: not a recorded sweep")
+                raise UsageError(f"{sweep.uri} holds no sweep.json: not a recorded sweep")
             specs.append(SweepSpec.from_json(text))
         spec = specs[0]
         if len({_unseeded(s) for s in specs}) > 1:
@@ -143,12 +144,7 @@ class Table:
     def noise(self) -> float:
         """Standard error of the difference of two configs' means, from the seeds' pooled
         spread (NaN with one seed)."""
-        groups = [[c.best for c in curves] for curves in self.curves.values() if len(curves) > 1]
-        dof = sum(len(g) - 1 for g in groups)
-        if not dof:
-            return math.nan
-        pooled = sum((x - sum(g) / len(g)) ** 2 for g in groups for x in g) / dof
-        return math.sqrt(pooled * 2 / self.seeds)
+        return pooled_se([[c.best for c in curves] for curves in self.curves.values()])
 
     def near_best(self, cfg: WRNConfig) -> bool:
         return self.score(self.best) - self.score(cfg) < 2 * self.noise
@@ -157,6 +153,16 @@ class Table:
     def grid_seconds(self) -> float:
         """What the grid sweep costs: every config trained once (its seeds' mean)."""
         return sum(sum(sum(c.seconds) for c in curves) / len(curves) for curves in self.curves.values())
+
+
+def pooled_se(groups: Sequence[Sequence[float]]) -> float:
+    """Standard error of a difference of two group means, from every group's spread about its
+    own mean (pooled), with the smallest group's size (NaN without a repeated value)."""
+    dof = sum(len(g) - 1 for g in groups)
+    if dof < 1:
+        return math.nan
+    var = sum((x - sum(g) / len(g)) ** 2 for g in groups for x in g) / dof
+    return math.sqrt(2 * var / min(len(g) for g in groups))
 
 
 def _unseeded(spec: SweepSpec) -> str:
@@ -274,7 +280,8 @@ def replay(table: Table, strategy: Strategy, seed: int, *, budget_seconds: float
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
 
-    from .tuner import DefineByRun, StudySearch, directions, objective, queue_baselines, sampler, scheduler
+    from .tuner import (DefineByRun, StudySearch, directions, objective, queue_baselines, sampler,
+                        scheduler)
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # result.json only, as a sweep
     spec = strategy.spec(table.spec, seed=seed, trials=20 * len(table.curves),
@@ -432,15 +439,15 @@ def write_results(table: Table, runs: dict[str, list[list[Event]]], out: Path):
     summary = []
     for name, seeds in runs.items():
         row = dict(strategy=name, replays=len(seeds),
-                   median_trials=_median([float(len(run)) for run in seeds]))
+                   median_trials=statistics.median([float(len(run)) for run in seeds]))
         for target, hit in targets.items():
             # a replay that never reached it counts as never (inf), not as left out
             hours = [math.inf if h is None else h for h in (hours_to(run, hit) for run in seeds)]
             row.update({f"{target}_reached": sum(h < math.inf for h in hours),
-                        f"{target}_median_hours": _median(hours),
+                        f"{target}_median_hours": statistics.median(hours),
                         f"{target}_q25_hours": _quantile(hours, 0.25),
                         f"{target}_q75_hours": _quantile(hours, 0.75),
-                        f"{target}_median_of_grid": _median(hours) / grid_hours})
+                        f"{target}_median_of_grid": statistics.median(hours) / grid_hours})
         summary.append(row)
     summary = pd.DataFrame(summary)
     out.mkdir(parents=True, exist_ok=True)
@@ -449,12 +456,6 @@ def write_results(table: Table, runs: dict[str, list[list[Event]]], out: Path):
             df.to_parquet(tmp, index=False)
     regret_curves(pd.DataFrame(rows), out / "regret.png", grid_hours=grid_hours)
     return summary
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    n = len(values)
-    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
 def _quantile(values: list[float], q: float) -> float:
