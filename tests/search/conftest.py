@@ -17,12 +17,8 @@ from tests.harness import ray_nodes
 
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory):
-    import secrets
-
+    """Token authentication, as Ray enables by default (the token: tests/conftest.py)."""
     temp = tmp_path_factory.mktemp("ray")
-    token = temp / "auth_token"  # token authentication, as Ray enables by default
-    token.write_text(secrets.token_hex(32))
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     try:
         yield ray_nodes.start_head(temp)
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import email.utils
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -37,12 +36,8 @@ pytestmark = pytest.mark.system
 @pytest.fixture(scope="module")
 def s3_ray(s3_server, tmp_path_factory):
     """A Ray head whose workers (trials, final evaluations) reach the S3 server; token auth as
-    the other sweep tests' head (sharing its token when that one runs)."""
+    the other sweep tests' head (the session's token: tests/conftest.py)."""
     temp = tmp_path_factory.mktemp("ray-s3")
-    if not os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        token = temp / "auth_token"
-        token.write_text(secrets.token_hex(32))
-        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     try:
         yield ray_nodes.start_head(temp, env={**os.environ, **s3_server.env})
     finally:
