@@ -45,8 +45,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,10 +228,48 @@ def _owner(pid: int) -> int | None:
 
 
 def _ppid(pid: int) -> int | None:
+    return (_stat(pid) or (None, None))[0]
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks since boot) of a live process, or None."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return int(fields[1]), int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def descendants() -> dict[int, int]:
+    """Every process this one started, and theirs (pid -> start time; Linux /proc)."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for pid, _ in _processes():
+        if (stat := _stat(pid)) is not None:
+            children.setdefault(stat[0], []).append((pid, stat[1]))
+    found, todo = {}, [os.getpid()]
+    while todo:
+        for pid, start in children.get(todo.pop(), ()):
+            if pid not in found:
+                found[pid] = start
+                todo.append(pid)
+    return found
+
+
+def stop_processes(pids: dict[int, int], grace: float = 3.0) -> None:
+    """SIGTERM the processes (pid -> start time) still alive, SIGKILL those left after
+    ``grace`` seconds: each the same pid with the same start time, never a pid reused since."""
+    def alive() -> list[int]:
+        return [pid for pid, start in pids.items() if (_stat(pid) or (0, None))[1] == start]
+
+    deadline = time.monotonic() + grace
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _started_by_ray_start(gcs_pid: int) -> bool:
@@ -305,6 +347,24 @@ class Place:
             more = "the autoscaler adds none"
         return (f"running on the Ray cluster at {self.address} ({how}): {self.nodes} "
                 f"node{'s' * (self.nodes != 1)} on {machines}, {self.gpus:g} GPUs up now, {more}")
+
+
+@contextmanager
+def ray_session(target: Target, **init_kwargs: Any) -> Iterator[Place]:
+    """``connect(target)`` for the block, then ``ray.shutdown()``. An embedded Ray is this
+    command's alone: when the block is left (normally, by an error, or by Ctrl-C) every process
+    it started is gone (``ray.shutdown()`` stops its GCS and raylet, and leaves the raylet's
+    agents and workers to notice on their own, seconds or minutes later). A cluster's processes
+    are the cluster's: only this command's connection ends."""
+    place = connect(target, **init_kwargs)
+    try:
+        yield place
+    finally:
+        import ray
+
+        started = descendants() if target.embedded else {}
+        ray.shutdown()
+        stop_processes(started)
 
 
 def connect(target: Target, **init_kwargs: Any) -> Place:
@@ -553,29 +613,49 @@ def is_node_loss(error: BaseException | str | None) -> bool:
 
 
 def trial_error(trial) -> BaseException | str | None:
-    """The error a Tune trial failed with last, for is_node_loss: the pickled exception Tune
-    wrote in the trial's local directory (in on_trial_recover / on_trial_error it is not yet
-    on the storage that ``trial.get_pickled_error()`` reads), else the text Tune keeps."""
+    """The error a Tune trial failed with last, as Tune wrote it at once in the trial's local
+    directory: ``error.txt`` gets a block for every failure, ``error.pkl`` the exception of
+    Ray's errors only (so it can hold an older failure: then the text is the last one). Never
+    the storage copies that ``trial.get_error()`` and ``get_pickled_error()`` read: those are
+    uploaded with Tune's next snapshot, so in on_trial_recover and on_trial_error they hold the
+    failure before the last one, or none."""
+    text = _last_failure(getattr(trial, "error_file", None))
     path = getattr(trial, "pickled_error_file", None)
     if path and os.path.exists(path):
         try:
             import cloudpickle
 
             with open(path, "rb") as f:
-                return cloudpickle.load(f)
-        except Exception:  # noqa: BLE001 - unpicklable: fall back to the text
+                pickled = cloudpickle.load(f)
+            if text is None or str(pickled).strip() == text:
+                return pickled
+        except Exception:  # noqa: BLE001 - unpicklable: the text says it
             pass
-    for read in (getattr(trial, "get_pickled_error", None), getattr(trial, "get_error", None)):
-        try:
-            error = read() if read else None
-        except Exception:  # noqa: BLE001
-            error = None
-        if error is not None:
-            return error
-    path = getattr(trial, "error_file", None)
-    if path and os.path.exists(path):
-        return Path(path).read_text(errors="replace")
-    return None
+    return text
+
+
+def _last_failure(path: str | None) -> str | None:
+    """The newest "Failure # N (occurred at ...)" block of Tune's error.txt, without its header."""
+    try:
+        text = Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return None
+    blocks = text.split("Failure # ")
+    return blocks[-1].partition("\n")[2].strip() if len(blocks) > 1 else None
+
+
+def describe_error(error: BaseException | str | None) -> str:
+    """One line for the console and the database: the exception's type and message (for an
+    exception raised in a trial, the trial's own exception, not Ray's wrapper of it)."""
+    if error is None:
+        return "unknown error"
+    if isinstance(error, BaseException):
+        cause = getattr(error, "cause", None)
+        error = cause if isinstance(cause, BaseException) else error
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        return f"{type(error).__name__}: {first}"[:500]
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "unknown error"
 
 
 class OwnErrors:

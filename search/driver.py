@@ -54,10 +54,24 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
         else:
             say(f"resuming {segment.name}: {segment.trials} trials")
         extra = {} if trainable is None else {"trainable": trainable}
-        build_tuner(spec, sweep, segment, first=segment.name == "tune-1", data_dir=data_dir,
-                    restore=restore, **extra).fit()
+        results = build_tuner(spec, sweep, segment, first=segment.name == "tune-1",
+                              data_dir=data_dir, restore=restore, **extra).fit()
+        if interrupted(results, load_trials(sweep.storage, spec.name)):
+            raise KeyboardInterrupt
         segments = [*segments[:-1], dataclasses.replace(segment, done=True)]
         sweep.save_segments(segments)
+
+
+def interrupted(results, recorded) -> bool:
+    """Whether Tune's run of the segment ended early: on Ctrl-C (SIGINT) Tune saves its state,
+    stops its trials (TERMINATED in its own records from then on) and returns as if it were
+    done. The database knows better: a trial of this run that it still shows running was
+    stopped. (A run may make fewer trials than the segment's, e.g. when Tune could not restore
+    its state: the next segment makes up for them.)"""
+    from trainer.status import Status
+
+    ran = {trial.trial_id for trial in results._experiment_analysis.trials}
+    return bool((recorded["trial_id"].isin(ran) & (recorded["status"] == Status.RUNNING)).any())
 
 
 def _stop_writing(message: str) -> None:
@@ -90,13 +104,10 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
         # Ray's local-only mode (its default on macOS and Windows): every server of the
         # embedded instance binds 127.0.0.1. Read when ray is first imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
     from trainer.datasets import DEFAULT_DATA_DIR
 
     data_dir = str(data_dir or DEFAULT_DATA_DIR)
-    place = cluster.connect(target)
-    try:
+    with cluster.ray_session(target) as place:
         cluster.check_storage(storage, place, shared=shared_storage)
         gpus = cluster.gpus_per_trial(place, gpus_per_trial)
         cluster.check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=gpus)
@@ -111,6 +122,4 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
                 from .final_eval import run_final_eval
 
                 run_final_eval(spec, sweep, data_dir=data_dir, say=say)
-    finally:
-        ray.shutdown()
     return spec

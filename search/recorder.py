@@ -134,9 +134,9 @@ class SweepRecorder(tune.Callback):
         if self._synced:
             return
         self._synced = True
-        from .tune_state import forget_deleted_checkpoints
+        from .tune_state import resume_from_checkpoints_that_exist
 
-        forget_deleted_checkpoints(trials)
+        resume_from_checkpoints_that_exist(trials, self._say)
         recorded = self._recorded()
         for trial in trials:
             if recorded.get(trial.trial_id, {}).get("status", Status.RUNNING) != Status.RUNNING:
@@ -199,10 +199,11 @@ class SweepRecorder(tune.Callback):
         self._end(trial, errored=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from .cluster import is_node_loss, trial_error
+        from .cluster import describe_error, is_node_loss, trial_error
 
-        what = "lost its node" if is_node_loss(trial_error(trial)) else "failed"
-        self._say(trial, f"{what}, retrying from its last checkpoint: {_error(trial)}")
+        error = trial_error(trial)
+        what = "lost its node" if is_node_loss(error) else "failed"
+        self._say(trial, f"{what}, retrying from its last checkpoint: {describe_error(error)}")
 
     def on_experiment_end(self, trials, **info):
         self.writer.close()  # every queued row written; from here on this thread writes
@@ -241,7 +242,7 @@ class SweepRecorder(tune.Callback):
         last = t.last
         failed = errored or t.failure is not None
         status = final_status(self.spec, last and last[TRIAL_STATUS], len(t.epochs), failed)
-        error = (t.failure or _error(trial)) if failed else None
+        error = (t.failure or _failure(trial)) if failed else None
         self._write(trial, status, error=error)
         self._ended[status] = self._ended.get(status, 0) + 1
         detail = f": {error}" if error else f" after {len(t.epochs)} epochs"
@@ -394,20 +395,14 @@ def _tune_results(trial) -> list[dict[str, Any]]:
     """Every result Tune logged for the trial (its result.json in storage), then those its
     snapshot holds: the results of the checkpoints it keeps (the newest, which the trial
     resumes from, among them) and its last."""
-    results = []
-    try:
-        storage = trial.storage
-        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/result.json") as f:
-            results = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
-    except (OSError, ValueError, AttributeError):
-        pass
+    from .tune_state import logged_results
+
     manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
     kept = [r.metrics for r in getattr(manager, "_checkpoint_results", None) or [] if r.metrics]
-    return results + kept + ([trial.last_result] if trial.last_result else [])
+    return logged_results(trial) + kept + ([trial.last_result] if trial.last_result else [])
 
 
-def _error(trial) -> str:
-    text = trial.get_error() if hasattr(trial, "get_error") else None
-    lines = [line for line in str(text or "unknown error").strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else "unknown error"
+def _failure(trial) -> str:
+    from .cluster import describe_error, trial_error
 
+    return describe_error(trial_error(trial))

@@ -381,17 +381,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # UsageError, and a bad spec in a sweep.json
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .cluster import connect, find_target
+    from .cluster import find_target, ray_session
     from .driver import quiet_libraries
 
     quiet_libraries()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a used-up grid re-proposing a point: expected
-    connect(find_target(args.address))
     print(describe(table))
     runs: dict[str, list[list[Event]]] = {}
-    with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
+    with ray_session(find_target(args.address)), tempfile.TemporaryDirectory(prefix="replay-") as tmp:
         for name in names:
             start = time.perf_counter()
             runs[name] = [replay(table, STRATEGIES[name], seed,

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
                          shared_storage=args.shared_storage, trainable=trainable)
     except (UsageError, StoreError) as e:
         return _usage_error(e)
+    except KeyboardInterrupt:
+        print(f"interrupted: sweep {spec.name} stopped, its state saved; run the same command "
+              "again to resume it", file=sys.stderr)
+        return 130
     print(summary(spec, args.storage))
     return 0
 

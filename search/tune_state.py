@@ -53,25 +53,72 @@ def _intact(fs: pafs.FileSystem, path: str) -> bool:
         return False
 
 
-def forget_deleted_checkpoints(trials) -> None:
-    """Tune's snapshot can remember trial checkpoints deleted after it was taken (a trial keeps
-    the newest ``num_to_keep``, and the snapshot lags behind by a few seconds); a resumed trial's
-    next checkpoint would make Tune delete them again, fail with FileNotFoundError, log an ERROR
-    traceback and skip the rest of its bookkeeping for that checkpoint. Before the restored
-    trials run again, drop such checkpoints from their records (one file-info call per
-    remembered checkpoint; the newest one, which the trial resumes from, is kept whatever)."""
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
+
+
+def logged_results(trial) -> list[dict]:
+    """Every result Tune logged for the trial (its result.json on the storage), oldest first."""
+    try:
+        storage = trial.storage
+        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/result.json") as f:
+            return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def resume_from_checkpoints_that_exist(trials, say) -> None:
+    """Point every restored trial at checkpoints that exist, before it runs again.
+
+    Tune's snapshot lags its trials by a few seconds, and a trial keeps only its newest
+    ``num_to_keep`` checkpoints: after a driver dies, the snapshot can name checkpoints deleted
+    since (the one the trial would resume from among them: Tune then fails the trial with
+    "does not exist on storage anymore"), and not know newer ones. Each trial resumes from the
+    newest checkpoint that exists among those its snapshot or its result.json names (a
+    checkpoint is logged only once it was written whole), or, if none exists, restarts from
+    epoch 0, said through ``say(trial, message)``. The deleted ones are forgotten (else the
+    trial's next checkpoint makes Tune delete them again: FileNotFoundError, an ERROR traceback,
+    the rest of its bookkeeping skipped), and the next checkpoint is numbered after every one
+    that exists, so none is overwritten."""
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+    from ray.train.constants import CHECKPOINT_DIR_NAME
+    from ray.tune import Checkpoint
+
     for trial in trials:
         if trial.status == "TERMINATED":
-            continue  # reports nothing more, so deletes nothing
-        manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
-        remembered = list(getattr(manager, "_checkpoint_results", None) or [])
-        latest = getattr(manager, "_latest_checkpoint_result", None)
-        keep = latest.checkpoint.path if latest is not None else None
-        older = [r for r in remembered if r.checkpoint.path != keep]
-        if not older:
+            continue  # runs no more
+        manager, storage = trial.run_metadata.checkpoint_manager, trial.storage
+        fs = storage.storage_filesystem
+        latest = manager._latest_checkpoint_result
+        known = {r.checkpoint.path: r for r in [*manager._checkpoint_results, *([latest] if latest else [])]}
+        logged = {}
+        for result in logged_results(trial):
+            if name := result.get(CHECKPOINT_DIR_NAME):
+                path = f"{storage.trial_fs_path}/{name}"
+                logged[path] = _TrainingResult(checkpoint=Checkpoint(path, fs), metrics=result)
+        candidates = {**logged, **known}  # the snapshot's own records where it has them
+        if not candidates:
+            continue  # never checkpointed: starts from epoch 0 anyway
+        infos = fs.get_file_info(list(candidates))
+        exists = sorted((p for p, info in zip(candidates, infos) if info.type != pafs.FileType.NotFound),
+                        key=_index)
+        manager._checkpoint_results = [candidates[p] for p in exists]  # Tune deletes the oldest
+        manager._latest_checkpoint_result = candidates[exists[-1]] if exists else None
+        trial.run_metadata.invalidate_cache()
+        if not exists:
+            say(trial, "none of its checkpoints is left on the storage; restarted from epoch 0")
             continue
-        infos = older[0].checkpoint.filesystem.get_file_info([r.checkpoint.path for r in older])
-        gone = {r.checkpoint.path for r, info in zip(older, infos)
-                if info.type == pafs.FileType.NotFound}
-        if gone:
-            manager._checkpoint_results = [r for r in remembered if r.checkpoint.path not in gone]
+        storage.current_checkpoint_index = max(storage.current_checkpoint_index, _index(exists[-1]))
+        if latest is None or latest.checkpoint.path != exists[-1]:
+            named = "none" if latest is None else _name(latest.checkpoint.path)
+            state = "" if latest is None else (", gone" if latest.checkpoint.path not in exists else ", older")
+            say(trial, f"resuming from {_name(exists[-1])}, the newest checkpoint on the storage "
+                       f"(Tune's snapshot named {named}{state})")
+
+
+def _name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _index(path: str) -> int:
+    m = CHECKPOINT_DIR.fullmatch(_name(path))
+    return int(m[1]) if m else -1

@@ -6,9 +6,9 @@ takes, the atomic write every database part goes through), never through hooks i
 
 runs ``search.run`` with the faults, a JSON list such as
 ``[{"at": "epoch", "epoch": 2, "action": "raise", "claims": "/tmp/x"}]``. Trial faults are
-claimed by the first trials to reach them (a claim file per fault, created atomically in
-``claims``, a directory every node of a local test cluster sees); a sticky fault fires again on
-the owning trial's retries. Driver faults fire the ``nth`` time their point is reached.
+claimed by the first trials to reach them (a claim file per fault or group of faults, created
+atomically in ``claims``, a directory every node of a local test cluster sees); a sticky fault
+fires again on the owning trial's retries. Driver faults fire the ``nth`` time their point is reached.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,11 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Fault:
     at: str  # start | epoch (in a trial) | db_write | final_eval (in the driver)
-    action: str  # raise | oom | diverge (absurd lr) | kill (SIGKILL the driver)
+    action: str  # raise | oom | diverge (absurd lr) | hold (wait for release()) | kill (the driver)
     epoch: int = 1  # at="epoch": after this epoch (and every later one) was reported
     nth: int = 1  # driver points: the nth time the point is reached
     sticky: bool = True  # fires again when the trial that claimed it is retried
+    group: str = ""  # faults of one group land on one trial (the first to reach one of them)
     claims: str = ""  # directory for claim files (trial faults)
 
 
@@ -43,17 +45,28 @@ def trial_actions(faults: list[Fault], at: str, trial_id: str, epoch: int = 0) -
 
 
 def _claim(index: int, fault: Fault, trial_id: str) -> bool:
-    """Whether this trial owns the fault: the first to get here claims it, and a trial owns
-    at most one fault, so that each fault lands on a trial of its own."""
-    path = os.path.join(fault.claims, f"fault-{index}.claim")
-    owned = [name for name in os.listdir(fault.claims) if name.endswith(".claim")
-             and name != os.path.basename(path) and _owner(os.path.join(fault.claims, name)) == trial_id]
-    if owned:
+    """Whether the fault fires for this trial here. The first trial to reach a fault owns it
+    (or its whole ``group``), and a trial owns at most one fault or group, so that each lands
+    on a trial of its own; a fault that is not sticky fires once."""
+    if not _owns(fault.claims, f"group-{fault.group}" if fault.group else f"fault-{index}", trial_id):
         return False
+    return fault.sticky or _first(os.path.join(fault.claims, f"fired-{index}"), trial_id)
+
+
+def _owns(claims: str, unit: str, trial_id: str) -> bool:
+    path = os.path.join(claims, f"{unit}.claim")
+    if any(name.endswith(".claim") and name != os.path.basename(path)
+           and _owner(os.path.join(claims, name)) == trial_id for name in os.listdir(claims)):
+        return False
+    return _first(path, trial_id) or _owner(path) == trial_id
+
+
+def _first(path: str, trial_id: str) -> bool:
+    """Create ``path`` holding ``trial_id``; False if it existed already."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        return fault.sticky and _owner(path) == trial_id
+        return False
     with os.fdopen(fd, "w") as f:
         f.write(trial_id)
     return True
@@ -62,6 +75,29 @@ def _claim(index: int, fault: Fault, trial_id: str) -> bool:
 def _owner(path: str) -> str:
     with open(path) as f:
         return f.read()
+
+
+def hold(claims: str, trial_id: str, epoch: int) -> None:
+    """Say where this trial is (``held-TRIAL`` in ``claims``: its epoch and Ray node id), then
+    wait, its epoch reported and checkpointed, until the test calls ``release(claims)``."""
+    import ray
+
+    held = {"trial_id": trial_id, "epoch": epoch, "node_id": ray.get_runtime_context().get_node_id()}
+    with open(os.path.join(claims, f"held-{trial_id}.tmp"), "w") as f:
+        json.dump(held, f)
+    os.replace(os.path.join(claims, f"held-{trial_id}.tmp"), os.path.join(claims, f"held-{trial_id}"))
+    while not os.path.exists(os.path.join(claims, "release")):
+        time.sleep(0.05)
+
+
+def held(claims: str) -> list[dict]:
+    """The trials holding now (or that held before their release)."""
+    return [json.loads(Path(claims, name).read_text()) for name in sorted(os.listdir(claims))
+            if name.startswith("held-") and not name.endswith(".tmp")]
+
+
+def release(claims: str) -> None:
+    Path(claims, "release").touch()
 
 
 def faulty_trainable(faults: list[Fault]):
@@ -91,6 +127,8 @@ def faulty_trainable(faults: list[Fault]):
                     import torch
 
                     raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+                if action == "hold":
+                    hold(faults[0].claims, trial_id, int(metrics["epoch"]))
 
         tune.report = report_then_fail
         try:

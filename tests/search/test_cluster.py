@@ -171,6 +171,35 @@ def test_node_and_process_losses_are_told_apart_from_a_trials_own_errors():
     assert cluster.failure_config().max_failures == cluster.NODE_LOSS_RETRIES + cluster.OWN_ERROR_RETRIES
 
 
+def test_the_error_of_a_failure_is_its_own_not_the_one_before(tmp_path):
+    """Tune appends every failure to the trial's local error.txt, but rewrites error.pkl only
+    for Ray's errors: the pickled exception counts only when it is the last failure."""
+    from types import SimpleNamespace
+
+    import cloudpickle
+    from ray import exceptions as rex
+
+    def failed(*errors, pickled=None):
+        trial = SimpleNamespace(error_file=str(tmp_path / "error.txt"),
+                                pickled_error_file=str(tmp_path / "error.pkl"))
+        (tmp_path / "error.txt").write_text("".join(  # as Trial.handle_error writes it
+            f"Failure # {n} (occurred at 2026-11-27_10-00-0{n})\n{e}\n" for n, e in enumerate(errors, 1)))
+        (tmp_path / "error.pkl").write_bytes(cloudpickle.dumps(pickled))
+        return cluster.trial_error(trial)
+
+    lost = rex.ActorDiedError()
+    assert isinstance(failed(lost, pickled=lost), rex.ActorDiedError)  # the last one: the object
+    stale = failed(lost, RuntimeError("restoring failed: no space left"), pickled=lost)
+    assert stale == "restoring failed: no space left" and not cluster.is_node_loss(stale)
+    assert cluster.describe_error(stale) == "restoring failed: no space left"
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        own = rex.RayTaskError("train", "Traceback ...", e)
+    assert cluster.describe_error(own) == "ValueError: boom"  # the trial's exception, not Ray's
+    assert cluster.describe_error(None) == "unknown error"
+
+
 def test_own_errors_are_counted_on_storage_across_retries(tmp_path):
     fs = pafs.LocalFileSystem()
     first = OwnErrors(fs, str(tmp_path / "trial"), limit=2)

@@ -216,18 +216,33 @@ def test_full_then_read_only_storage(small_disk, ray_address):
 
 
 def test_losing_a_worker_node_mid_trial(tmp_path):
-    """A two-node Ray cluster on this machine (ray.cluster_utils.Cluster, in a process of its
-    own so Ray starts with a clean configuration); the node under a running trial dies; the
-    trial is retried on the other node from its last checkpoint."""
+    """A Ray cluster of three worker nodes on this machine (ray.cluster_utils.Cluster, in a
+    process of its own so Ray starts with a clean configuration, tests/search/node_loss.py).
+    Each trial loses its node while it provably has epochs left (held after a given epoch, not
+    after some time) and fails once by its own error: trial A first by its own error, then by
+    losing its node; trial B the other way round. Each failure is told for what it is, only the
+    own errors count against the trial's retries, and each retry continues from the trial's
+    last checkpoint."""
     script = Path(__file__).with_name("node_loss.py")
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
                          text=True, timeout=600,
                          env={k: v for k, v in sweep_env().items() if not k.startswith("RAY_AUTH")})
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    before, stdout = last_json(out.stdout), (tmp_path / "driver.out").read_text()
-    assert "lost its node, retrying from its last checkpoint" in stdout
+    seen, stdout = last_json(out.stdout), (tmp_path / "driver.out").read_text()
+    told = {group: [line.split("] ", 1)[1] for line in stdout.splitlines()
+                    if line.startswith(f"[{trial_id}]") and "retrying from its last checkpoint" in line]
+            for trial_id, group in seen["groups"].items()}
+    assert [line.split(",")[0] for line in told["A"]] == ["failed", "lost its node"], stdout
+    assert [line.split(",")[0] for line in told["B"]] == ["lost its node", "failed"], stdout
+    # each with its own reason, not the failure before it (Tune's storage copy lags by one)
+    assert told["A"][0].endswith("InjectedFault: injected failure after epoch 2")
+    assert told["B"][1].endswith("InjectedFault: injected failure after epoch 5")
+    assert "Injected" not in told["A"][1] + told["B"][0]
     trials, after = check_database(tmp_path, "n", 2, 6)
     assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
-    again = after.groupby("trial_id")["recorded_at"].min()
-    for trial_id, first in before.items():  # epoch 1 of neither trial was redone
-        assert again[trial_id].isoformat() == first
+    for own in (tmp_path / "n" / "tune-1").glob("*/own_errors.json"):
+        assert len(json.loads(own.read_text())) == 1  # the node losses were not counted
+    again = after.set_index(["trial_id", "epoch"])["recorded_at"]
+    for key, first in seen["before"].items():  # no epoch recorded before the loss was redone
+        trial_id, epoch = key.split()
+        assert again[(trial_id, int(epoch))].isoformat() == first

@@ -94,37 +94,3 @@ def test_a_driver_that_lost_its_lease_writes_nothing_more(tmp_path, monkeypatch)
             store.compact()
     assert len(parts(tmp_path)) == 1 and parts(tmp_path, table="epochs") == []
     assert load_trials(tmp_path, "s")["status"].tolist() == ["running"]
-
-
-def test_checkpoints_deleted_after_tunes_snapshot_are_forgotten_before_the_resume(tmp_path):
-    """Why Tune printed an ERROR traceback (FileNotFoundError deleting checkpoint_000000) on
-    resume, and that it no longer can."""
-    from types import SimpleNamespace
-
-    from ray.train import Checkpoint, CheckpointConfig
-    from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
-
-    from search.tune_state import forget_deleted_checkpoints
-
-    def checkpoint(n):
-        path = tmp_path / f"checkpoint_{n:06d}"
-        path.mkdir(exist_ok=True)
-        return _TrainingResult(checkpoint=Checkpoint.from_directory(str(path)), metrics={"epoch": n})
-
-    def snapshot_then_two_more_checkpoints():
-        manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
-        manager.register_checkpoint(checkpoint(0))
-        manager.register_checkpoint(checkpoint(1))  # Tune's snapshot is taken here ...
-        (tmp_path / "checkpoint_000000").rmdir()  # ... and checkpoint 2 made Tune delete 0
-        return manager
-
-    stale = snapshot_then_two_more_checkpoints()  # the resumed trial reports checkpoint 2 again
-    with pytest.raises(FileNotFoundError):
-        stale.register_checkpoint(checkpoint(2))
-
-    manager = snapshot_then_two_more_checkpoints()
-    forget_deleted_checkpoints([SimpleNamespace(status="PENDING",
-                                                run_metadata=SimpleNamespace(checkpoint_manager=manager))])
-    manager.register_checkpoint(checkpoint(2))
-    manager.register_checkpoint(checkpoint(3))  # deletes checkpoint 1, which exists
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000002", "checkpoint_000003"]
