@@ -61,14 +61,34 @@ def refused(out, message: str) -> None:
     assert "Traceback" not in out.stderr and out.stdout == ""
 
 
-@pytest.mark.parametrize("args, message", RUN_CASES, ids=[" ".join(a) for a, _ in RUN_CASES])
-def test_search_run_refuses(storage, args, message):
-    before = snapshot(storage)
+def bad_command(storage, args: list[str]) -> list[str]:
     cmd = sweep_command(storage, "bad", *args)
     if "--storage" in args:  # the case's own storage replaces the fixture's
         cmd = [c for i, c in enumerate(cmd) if not (c == "--storage" or cmd[i - 1] == "--storage")
                or i > cmd.index("--name")]
-    refused(run(cmd, timeout=120), message)
+    return cmd
+
+
+@pytest.mark.parametrize("args, message", RUN_CASES, ids=[" ".join(a) for a, _ in RUN_CASES])
+def test_search_run_refuses(storage, args, message, capsys):
+    """In this process (search.run.main, as ``python -m search.run`` calls it); the process
+    itself: test_a_refusal_is_the_process_exit_code."""
+    from search import run as search_run
+
+    before = snapshot(storage)
+    try:
+        code = search_run.main(bad_command(storage, args)[3:])
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    out = capsys.readouterr()
+    refused(subprocess.CompletedProcess(args, code, out.out, out.err), message)
+    assert snapshot(storage) == before
+
+
+def test_a_refusal_is_the_process_exit_code(storage):
+    before = snapshot(storage)
+    refused(run(bad_command(storage, ["--budget", "abc"]), timeout=120), "invalid budget")
+    refused(run(bad_command(storage, ["--epochs", "ten"]), timeout=120), "not an integer")
     assert snapshot(storage) == before
 
 
