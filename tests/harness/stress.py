@@ -39,7 +39,7 @@ def cpu_load(processes: int):
 
 def collect(selectors: list[str], marker: str | None) -> list[str]:
     """The test ids that ``pytest --collect-only`` finds for the selectors and marker."""
-    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider",
            *(["-m", marker] if marker else []), *selectors]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     ids = [line for line in out.stdout.splitlines() if "::" in line and not line.startswith(" ")]

@@ -128,7 +128,7 @@ def errored_experiment(tmp_path_factory, ray_address):
     (["checkpoint_000002", "checkpoint_000003"], True, 6,
      "resuming from checkpoint_000005, the newest checkpoint on the storage (Tune's snapshot "
      "named checkpoint_000003, gone)"),
-])
+], ids=["newest-deleted", "older-deleted", "both-deleted", "snapshot-lagging"])
 def test_a_trial_resumes_from_its_newest_checkpoint_that_exists(errored_experiment, tmp_path,
                                                                  deleted, lagged, resumed_after, said):
     """The race behind a resumed trial that ended `failed` ("Could not recover from checkpoint
