@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
+
+from space_defs.cli import UsageError
 
 from .lease import sweep_lock
 from .spec import SweepSpec
@@ -14,7 +17,8 @@ from .sweepdir import Segment, SweepDir, prepare, saved_spec
 
 def plan_segments(segments: list[Segment], recorded: int, trials: int) -> list[Segment]:
     """The segments after the last unfinished one ended: done, plus a new one for the trials
-    still missing (``recorded`` counts every trial the database holds but the lost ones)."""
+    still missing (``recorded`` counts every trial the database holds but those not counted:
+    lost ones, and ones that could not run for their environment; Status.NOT_COUNTED)."""
     done = [dataclasses.replace(s, done=True) for s in segments]
     missing = trials - recorded
     return done if missing <= 0 else [*done, Segment(name=f"tune-{len(segments) + 1}", trials=missing)]
@@ -24,13 +28,15 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
                  say=print) -> None:
     """Finish the last unfinished segment, then add one for the trials still missing. What
     counts is the database: every trial it holds, whatever its status, is one of ``--trials``,
-    except those lost with a torn Tune snapshot, which new trials replace."""
+    except those lost with a torn Tune snapshot, which new trials replace, and those that could
+    not run for their environment. A trial meeting an EnvironmentProblem stops the segment
+    unfinished (recorder.environment_stop): UsageError, and the next run resumes it."""
     from ray import tune
 
-    from trainer.status import Status
+    from trainer.status import NOT_COUNTED
 
     from .db import list_sweeps, load_trials
-    from .recorder import mark_lost
+    from .recorder import EnvironmentStop, environment_problem, mark_lost
     from .tune_state import set_aside_unreadable_state
     from .tuner import build_tuner
 
@@ -44,7 +50,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
             mark_lost(spec.name, sweep.storage, live=set())  # no Tune state will resume them
             recorded = 0
             if spec.name in list_sweeps(sweep.storage):
-                recorded = int((load_trials(sweep.storage, spec.name)["status"] != Status.LOST).sum())
+                recorded = int((~load_trials(sweep.storage, spec.name)["status"].isin(NOT_COUNTED)).sum())
             segments = plan_segments(segments, recorded, spec.trials)
             sweep.save_segments(segments)
             if segments[-1].done:
@@ -54,8 +60,14 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
         else:
             say(f"resuming {segment.name}: {segment.trials} trials")
         extra = {} if trainable is None else {"trainable": trainable}
-        build_tuner(spec, sweep, segment, first=segment.name == "tune-1", data_dir=data_dir,
-                    restore=restore, **extra).fit()
+        try:
+            build_tuner(spec, sweep, segment, first=segment.name == "tune-1", data_dir=data_dir,
+                        restore=restore, **extra).fit()
+        except EnvironmentStop:
+            pass  # Tune not in the main thread: stopped as if killed; resumes all the same
+        if (problem := environment_problem()) is not None:
+            raise UsageError(f"{problem}. The sweep stopped with no trial used up: fix it and "
+                             "run the same command again")
         segments = [*segments[:-1], dataclasses.replace(segment, done=True)]
         sweep.save_segments(segments)
 
@@ -72,8 +84,26 @@ def quiet_libraries() -> None:
     import optuna
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old engine honours verbose=0
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # tracebacks: the recorder says one line
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def check_data(dataset: str, data_dir: str) -> None:
+    """Before Ray starts: the dataset on this node, downloaded now if it is missing (by
+    ``python -m trainer fetch``, in a process of its own, so that the driver never imports
+    torch); UsageError, in one line, if it is neither there nor downloadable. Trials on other
+    nodes check their own (an EnvironmentProblem stops the sweep, see run_segments)."""
+    from trainer.datasets import dataset_spec
+
+    if dataset_spec(dataset).on_disk(data_dir):
+        return
+    out = subprocess.run([sys.executable, "-m", "trainer", "fetch", dataset, "--data-dir", data_dir],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        lines = [line for line in out.stderr.splitlines() if line.strip()] or ["unknown error"]
+        why = lines[-1].removeprefix("error: ").split(" (see python -m trainer")[0]
+        raise UsageError(f"{why}. Nothing was run or written")
 
 
 def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
@@ -84,6 +114,10 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
     add GPUs, else 0. ``trainable`` replaces the trainer (see tuner.build_tuner)."""
     from . import cluster
 
+    from trainer.datasets import DEFAULT_DATA_DIR
+
+    data_dir = str(data_dir or DEFAULT_DATA_DIR)
+    check_data(spec.dataset, data_dir)
     quiet_libraries()
     target = cluster.find_target(address)
     if target.embedded:
@@ -92,9 +126,6 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    from trainer.datasets import DEFAULT_DATA_DIR
-
-    data_dir = str(data_dir or DEFAULT_DATA_DIR)
     place = cluster.connect(target)
     try:
         cluster.check_storage(storage, place, shared=shared_storage)

@@ -14,6 +14,8 @@ from space_defs.options import SpaceOptions
 from trainer.datasets import DATASETS, dataset_spec
 from trainer.recipe import Recipe
 
+from .cluster import FAKE_GPUS_HELP
+
 OBJECTIVES = {  # reportable metric -> direction
     "val_robust_acc": "max", "val_clean_acc": "max", "params": "min", "macs": "min",
 }
@@ -22,8 +24,8 @@ SAMPLERS = ("tpe", "random", "grid")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Fields that may differ when the same sweep is run again; every other field fixes what the
 # sweep's results mean, and changing it is refused.
-RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "final_eval",
-              "final_attacks")
+RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "fake_gpus",
+              "final_eval", "final_attacks")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +51,7 @@ class SweepSpec(SpaceOptions):
                                              "one GPU (default when not given: 1 if the cluster "
                                              "has or can add GPUs)")
     cpus_per_trial: float = option(1.0, help="CPUs reserved per trial; also its torch threads")
+    fake_gpus: bool = option(False, help=FAKE_GPUS_HELP)
     final_eval: int = option(0, help="evaluate the top K configs on the test split after the sweep")
     final_attacks: tuple[str, ...] = option(("clean", "pgd20", "cw", "autoattack"),
                                             help="the --final-eval cascade, in order")

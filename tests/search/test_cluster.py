@@ -4,6 +4,7 @@ the trial device. (With real Ray clusters: tests/harness/test_fake_cluster.py.)"
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -185,3 +186,43 @@ def test_own_errors_are_counted_on_storage_across_retries(tmp_path):
 def test_outside_a_trial_without_a_gpu_grant_the_device_is_the_cpu():
     device = cluster.trial_device()
     assert (device.device, device.name, device.gpus, device.note) == ("cpu", "cpu", 0.0, "")
+
+
+# -- what is the environment's fault ------------------------------------------------------------
+def test_environment_problems_are_told_apart_from_a_trials_own_errors():
+    from ray import exceptions as rex
+
+    from trainer.datasets import DataUnavailableError
+
+    def in_a_trial(error):
+        try:
+            raise error
+        except Exception as e:  # noqa: BLE001
+            return rex.RayTaskError("train", "Traceback ...", e)
+
+    gpu = cluster.GpuUnusableError("node 10.0.1.5 was granted 1 GPU that CUDA cannot use\nmore")
+    assert cluster.environment_problem(in_a_trial(gpu)) == "node 10.0.1.5 was granted 1 GPU that CUDA cannot use"
+    assert cluster.environment_problem(DataUnavailableError("cifar10 is not in /d")) == "cifar10 is not in /d"
+    assert cluster.environment_problem(in_a_trial(ValueError("bad config"))) is None
+    assert cluster.environment_problem(rex.ActorDiedError()) is None
+    text = ("Failure # 1\nTraceback (most recent call last):\nray.exceptions.RayTaskError("
+            "DataUnavailableError): ray::ImplicitFunc.train()\ntrainer.datasets."
+            "DataUnavailableError: svhn is not in /d/svhn\n")
+    assert cluster.environment_problem(text) == "svhn is not in /d/svhn"
+    assert cluster.environment_problem("Failure # 1\nValueError: DataUnavailableError: no") is None
+    assert cluster.environment_problem(None) is None
+
+
+def test_a_gpu_status_names_the_node_the_driver_and_the_cuda_build():
+    status = cluster.GpuStatus(node="10.0.1.5", granted=1.0, ray_gpu_ids=("0",), driver="470.57.02",
+                               torch="2.14.1+cu130", cuda_build="13.0", device=None,
+                               reason="The NVIDIA driver on your system is too old (found version 11040)")
+    line = status.describe()
+    assert not status.usable and "\n" not in line
+    assert line.startswith("node 10.0.1.5 was granted 1 GPU (Ray GPU ids ['0']) that CUDA cannot use")
+    assert "NVIDIA driver 470.57.02" in line and "built for CUDA 13.0 (needs driver >= 580" in line
+    assert "too old" in line
+    none = dataclasses.replace(status, driver=None, cuda_build=None, reason="no CUDA device")
+    assert "no NVIDIA driver found" in none.describe() and "built without CUDA" in none.describe()
+    ok = dataclasses.replace(status, driver="595.71.05", device="NVIDIA A10G", reason="")
+    assert ok.usable and "NVIDIA A10G, NVIDIA driver 595.71.05" in ok.describe()

@@ -79,8 +79,8 @@ def test_search_run_on_the_head_trains_on_gpu_workers_the_autoscaler_starts_from
     for a GPU, the autoscaler starts GPU workers from zero, the trials land in the database; a
     worker node killed mid-trial is replaced and its trial resumes from its checkpoint."""
     assert not cluster.gpu_nodes()
-    cmd = [arg for arg in sweep_command(tmp_path, "gpu", "--trials", "2", "--epochs", "5",
-                                        "--scheduler", "none")]
+    cmd = sweep_command(tmp_path, "gpu", "--trials", "2", "--epochs", "5", "--scheduler", "none",
+                        "--fake-gpus")  # the fake workers' `GPU: 1` has no CUDA device
     driver = subprocess.Popen(cmd, env={**sweep_env(), **cluster.env}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
@@ -101,7 +101,7 @@ def test_search_run_on_the_head_trains_on_gpu_workers_the_autoscaler_starts_from
     assert any("this machine is its head node" in line and "0 GPUs up now" in line
                and "up to 2 more from the autoscaler" in line for line in head), head
     assert "lost its node, retrying from its last checkpoint" in out
-    assert "no CUDA device is visible" in out  # a fake GPU: granted, trained on the CPU
+    assert "that CUDA cannot use" in out and "trained on the CPU (--fake-gpus)" in out
     trials, epochs = check_database(tmp_path, "gpu", 2, 5)
     assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
     assert (trials["device_name"] == "cpu").all() and (trials["gpu_hours"] > 0).all()
@@ -118,7 +118,7 @@ def test_a_node_on_127_0_0_2_is_another_machine_and_local_storage_is_refused(clu
     assert refused["multi_host"] and "127.0.0.2" in refused["error"]
     assert "--shared-storage" in refused["error"] and "s3://" in refused["error"]
     assert where(cluster.env, "--storage", "s3://bucket/runs")["storage"] == "accepted"
-    cmd = sweep_command(tmp_path / "runs", "m", "--trials", "1", "--epochs", "1")
+    cmd = sweep_command(tmp_path / "runs", "m", "--trials", "1", "--epochs", "1", "--fake-gpus")
     out = subprocess.run(cmd, env={**sweep_env(), **cluster.env}, capture_output=True, text=True,
                          timeout=300)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
