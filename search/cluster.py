@@ -77,7 +77,7 @@ class Target:
     """The Ray to use: ``address`` None means an embedded local Ray."""
 
     address: str | None
-    source: str  # "--address", "RAY_ADDRESS", "head" (this machine's cluster), "embedded"
+    source: str  # "--address", "RAY_ADDRESS", "head" (this machine's cluster, or 'auto'), "embedded"
     head: LocalHead | None = None  # when this machine is the cluster's head
 
     @property
@@ -109,7 +109,7 @@ def find_target(address: str | None = None, environ: dict[str, str] | None = Non
                 raise UsageError(f"{source} is 'auto', but no Ray cluster was started on this "
                                  "machine (`ray start --head`); give the head's address, e.g. "
                                  "10.0.0.5:6379, or 'local' for an embedded Ray")
-            return Target(head.address, source, head)
+            return Target(head.address, "head", head)
         return Target(given, source, _head_at(given))
     head = local_head(environ)
     if head is not None:
@@ -259,6 +259,23 @@ class NodeShape:
     gpus: float
     up: bool  # a live node (else a type the autoscaler may launch, ``count`` of them)
     count: int = 1
+    gpu_model: str | None = None  # Ray's accelerator type ("A10G"), or the instance type's GPU
+
+
+# The GPU of AWS's GPU instance families (for what a node type the autoscaler may launch holds).
+INSTANCE_GPUS = {"g4dn": "T4", "g5": "A10G", "g6": "L4", "g6e": "L40S", "p4d": "A100",
+                 "p4de": "A100", "p5": "H100", "p5e": "H200", "p5en": "H200"}
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What an autoscaler config (cluster.yaml's form) promises."""
+
+    provider: str | None  # aws, fake_multinode, ...
+    other_hosts: bool  # the nodes it launches are other machines
+    types: tuple[NodeShape, ...]  # the worker types it may launch (count: the most of each)
+    max_gpus: float | None  # the most GPUs its workers can have together; None: unknown
+    max_cpus: float | None  # the same for CPUs
 
 
 @dataclass(frozen=True)
@@ -274,6 +291,7 @@ class Place:
     provider: str | None = None  # the autoscaler's provider type (aws, fake_multinode, ...)
     may_add_hosts: bool = False  # the autoscaler launches nodes on other machines
     shapes: tuple[NodeShape, ...] = field(default_factory=tuple)
+    cpus_may_add: float | None = 0.0  # more CPUs the autoscaler may launch; None: unknown
 
     @property
     def embedded(self) -> bool:
@@ -316,6 +334,7 @@ def connect(target: Target, **init_kwargs: Any) -> Place:
     import ray
 
     kwargs = {"log_to_driver": False, "logging_level": "warning", **init_kwargs}
+    _token_auth_as_ray_init(target)
     if target.embedded:
         ray.init(address="local", include_dashboard=False, configure_logging=True, **kwargs)
         return place_of(target)
@@ -328,6 +347,25 @@ def connect(target: Target, **init_kwargs: Any) -> Place:
     return place_of(target)
 
 
+def _token_auth_as_ray_init(target: Target) -> None:
+    """Token authentication decided as ``ray.init()`` decides it (Ray 2.60's worker.py), then
+    set explicitly in RAY_AUTH_MODE, which is also what keeps Ray's "Token authentication is
+    enabled" warning off every run: an embedded Ray uses a token (Ray writes ~/.ray/auth_token
+    if there is none); the cluster whose head is this machine, the one ``ray.init()`` finds by
+    itself, is joined with a token whenever one is available (~/.ray/auth_token,
+    RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), as `ray start --head` enables token auth whenever
+    one is. RAY_AUTH_MODE given, or an explicit address (which ``ray.init`` never
+    auto-enables either): left as it is."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if target.embedded or (target.source == "head" and AuthenticationTokenLoader.instance()
+                           .has_token(ignore_auth_mode=True)):
+        os.environ["RAY_AUTH_MODE"] = "token"  # for this process and every one it starts
+        Config.initialize("")  # Ray read the mode when it was imported
+
+
 def place_of(target: Target) -> Place:
     """Where the connected Ray (``ray.init`` done) runs: its live nodes, and what its autoscaler
     may add (from its config file when this machine is the head, else from the GCS)."""
@@ -335,29 +373,38 @@ def place_of(target: Target) -> Place:
 
     alive = [n for n in ray.nodes() if n.get("Alive")]
     up = tuple(NodeShape(n["NodeManagerAddress"], n["Resources"].get("CPU", 0.0),
-                         n["Resources"].get("GPU", 0.0), up=True) for n in alive)
+                         n["Resources"].get("GPU", 0.0), up=True,
+                         gpu_model=next((k.split(":", 1)[1] for k in n["Resources"]
+                                         if k.startswith("accelerator_type:")), None))
+               for n in alive)
     hosts = tuple(sorted({n["NodeManagerAddress"] for n in alive}))
     gpus = sum(s.gpus for s in up)
     if target.embedded:
         return Place(None, target.source, len(alive), hosts, gpus, 0.0, shapes=up)
     config = _read_config(target.head.autoscaling_config) if target.head else None
+    cpus_may_add: float | None = 0.0
     if config is not None:
-        provider, may_add_hosts, types, max_gpus = autoscaler_capacity(config)
-        workers_gpus = sum(s.gpus for s, n in zip(up, alive) if not _is_head(n))
-        may_add = None if max_gpus is None else max(0.0, max_gpus - workers_gpus)
+        capacity = autoscaler_capacity(config)
+        provider, may_add_hosts, types = capacity.provider, capacity.other_hosts, capacity.types
+        workers = [s for s, n in zip(up, alive) if not _is_head(n)]
+        may_add, cpus_may_add = (
+            None if most is None else max(0.0, most - sum(getattr(s, what) for s in workers))
+            for most, what in ((capacity.max_gpus, "gpus"), (capacity.max_cpus, "cpus")))
     elif target.head is not None:  # a head started without an autoscaler: nothing comes
         provider, may_add_hosts, types, may_add = None, False, (), 0.0
     else:
         provider, may_add_hosts, types, may_add = None, False, (), _gcs_max_gpus(gpus)
+        cpus_may_add = None
     return Place(target.address, target.source, len(alive), hosts, gpus, may_add, provider,
-                 may_add_hosts, up + types)
+                 may_add_hosts, up + types, cpus_may_add)
 
 
-def autoscaler_capacity(config: dict[str, Any]) -> tuple[str | None, bool, tuple[NodeShape, ...], float | None]:
+def autoscaler_capacity(config: dict[str, Any]) -> Capacity:
     """From an autoscaler config (cluster.yaml's form): provider type, whether launched nodes
-    are other machines, the worker types it may launch, and the most GPUs its workers can have
-    together (node types' max_workers within the cluster's max_workers; None when a type that
-    may launch declares no resources, e.g. AWS types left for the autoscaler to detect)."""
+    are other machines, the worker types it may launch, and the most GPUs and CPUs its workers
+    can have together (node types' max_workers within the cluster's max_workers; None when a
+    type that may launch declares no resources, e.g. AWS types left for the autoscaler to
+    detect)."""
     provider = (config.get("provider") or {}).get("type")
     head_type = config.get("head_node_type")
     cap = config.get("max_workers")
@@ -372,16 +419,22 @@ def autoscaler_capacity(config: dict[str, Any]) -> tuple[str | None, bool, tuple
             continue
         resources = node.get("resources") or {}
         unknown |= not resources
+        instance = str((node.get("node_config") or {}).get("InstanceType", ""))
         types.append(NodeShape(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)),
-                               up=False, count=count))
-    remaining = int(cap) if cap is not None else sum(t.count for t in types)
-    max_gpus = 0.0
-    for t in sorted(types, key=lambda t: -t.gpus):  # the most GPUs the cap allows
-        n = min(t.count, remaining)
-        max_gpus += n * t.gpus
-        remaining -= n
+                               up=False, count=count,
+                               gpu_model=INSTANCE_GPUS.get(instance.split(".")[0])))
+
+    def most(what: str) -> float | None:
+        remaining = int(cap) if cap is not None else sum(t.count for t in types)
+        total = 0.0
+        for t in sorted(types, key=lambda t: -getattr(t, what)):  # the most the cap allows
+            n = min(t.count, remaining)
+            total += n * getattr(t, what)
+            remaining -= n
+        return None if unknown and not total else total
+
     may_add_hosts = bool(types) and provider not in _PROVIDERS_ON_THIS_MACHINE
-    return provider, may_add_hosts, tuple(types), (None if unknown and not max_gpus else max_gpus)
+    return Capacity(provider, may_add_hosts, tuple(types), most("gpus"), most("cpus"))
 
 
 def _read_config(path: str | None) -> dict[str, Any] | None:
@@ -480,6 +533,17 @@ def gpus_per_trial(place: Place, requested: float | None) -> float:
         raise UsageError(f"--gpus-per-trial {requested:g}: {where} no GPUs and none can be added; "
                          "use --gpus-per-trial 0, or a cluster with GPU workers")
     return float(requested)
+
+
+def concurrent_trials(place: Place, *, cpus: float, gpus: float) -> int:
+    """How many trials the cluster can run at once (``--max-concurrent``'s default): for GPU
+    trials its GPUs, up now and those the autoscaler may add, over the GPUs per trial; for CPU
+    trials its CPUs likewise; unknown additions count as none; at least 1."""
+    if gpus > 0:
+        have, per = place.gpus + (place.gpus_may_add or 0.0), gpus
+    else:
+        have, per = sum(s.cpus for s in place.shapes if s.up) + (place.cpus_may_add or 0.0), cpus
+    return max(1, int(have / per + 1e-9))
 
 
 def check_trial_fits(place: Place, *, cpus: float, gpus: float) -> None:

@@ -108,11 +108,14 @@ def check_data(dataset: str, data_dir: str) -> None:
 
 def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
               data_dir: str | None = None, gpus_per_trial: float | None = None,
-              shared_storage: bool = False, trainable=None, say=print) -> SweepSpec:
+              shared_storage: bool = False, yes: bool = False, trainable=None,
+              say=print) -> SweepSpec:
     """Run (or resume, or extend) the sweep ``spec`` describes; returns the spec it ran.
     Where: search.cluster.ATTACH_RULE. ``gpus_per_trial`` None: 1 when the cluster has or can
-    add GPUs, else 0. ``trainable`` replaces the trainer (see tuner.build_tuner)."""
-    from . import cluster
+    add GPUs, else 0; ``spec.max_concurrent`` None: what the cluster can run at once. Its cost
+    is said first, and a CPU sweep above a day refused unless ``yes`` (search.cost).
+    ``trainable`` replaces the trainer (see tuner.build_tuner)."""
+    from . import cluster, cost
 
     from trainer.datasets import DEFAULT_DATA_DIR
 
@@ -131,12 +134,24 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
         cluster.check_storage(storage, place, shared=shared_storage)
         gpus = cluster.gpus_per_trial(place, gpus_per_trial)
         cluster.check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=gpus)
+        at_once = spec.max_concurrent or cluster.concurrent_trials(
+            place, cpus=spec.cpus_per_trial, gpus=gpus)
+        at_once_why = ("--max-concurrent" if spec.max_concurrent else
+                       f"what {'this machine' if place.embedded else 'the cluster'} can run at once")
+        if at_once > spec.trials:
+            at_once_why += f", at most the {spec.trials} trials"
         sweep = SweepDir(storage, spec.name)
         saved_spec(spec, sweep)  # a changed sweep is refused before anything is written
+        price = cost.estimate(spec, place, gpus_per_trial=gpus, at_once=min(at_once, spec.trials))
+        cost.check(price, place, yes=yes)  # nothing written yet
         sweep.check_writable()
         with sweep_lock(sweep.uri, spec.name, on_lost=_stop_writing):
-            spec = prepare(dataclasses.replace(spec, gpus_per_trial=gpus), sweep)
-            say(f"{spec.describe()}\n{place.describe()}\nsweep directory {sweep.uri}")
+            spec = prepare(dataclasses.replace(spec, gpus_per_trial=gpus, max_concurrent=at_once),
+                           sweep)
+            say(f"{spec.describe()}\n{place.describe()}\n"
+                f"trials at once: {min(at_once, spec.trials)} ({at_once_why}; {gpus:g} GPUs and "
+                f"{spec.cpus_per_trial:g} CPUs per trial)\n{price.describe()}\n"
+                f"sweep directory {sweep.uri}")
             run_segments(spec, sweep, data_dir=data_dir, trainable=trainable, say=say)
             if spec.final_eval:
                 from .final_eval import run_final_eval

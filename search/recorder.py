@@ -29,7 +29,9 @@ from typing import Any
 from ray import tune
 
 from space_defs import WRNConfig, format_count, macs, param_count
+from space_defs.budget import format_sci
 
+from trainer.compute import trial_flops
 from trainer.report import METRICS as EPOCH_FIELDS
 from trainer.report import best_epoch
 from trainer.status import Status
@@ -124,8 +126,9 @@ class SweepRecorder(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         t = self._track(trial)
         self._write(trial, Status.RUNNING)
+        flops = trial_flops(t.arch, self.spec.recipe, self.spec.dataset).total
         self._say(trial, f"started {t.arch.name}, {format_count(param_count(t.arch))} params, "
-                         f"{format_count(macs(t.arch))} MACs")
+                         f"{format_count(macs(t.arch))} MACs, {format_sci(flops)} FLOPs to train")
 
     def on_step_begin(self, iteration, trials, **info):
         """Every step: a failed database write is raised here, in Tune's thread. Once per driver

@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     a("--shared-storage", action="store_true", help=SHARED_STORAGE_HELP)
     a("--data-dir", help="where datasets are downloaded, once per node")
     a("--fake-gpus", action="store_true", default=argparse.SUPPRESS, help=FAKE_GPUS_HELP)
+    a("--yes", action="store_true",
+      help="run a sweep of CPU trials estimated to take more than a day (refused without it)")
     add_fields(p.add_argument_group("sweep (SweepSpec fields)"), SweepSpec,
                skip=("name", "budget", "recipe", "fake_gpus"))
     add_fields(p.add_argument_group("training (Recipe fields; --seed seeds it too)"), Recipe,
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
     try:
         spec = run_sweep(spec, storage=args.storage, address=args.address, data_dir=args.data_dir,
                          gpus_per_trial=getattr(args, "gpus_per_trial", None),
-                         shared_storage=args.shared_storage, trainable=trainable)
+                         shared_storage=args.shared_storage, yes=args.yes, trainable=trainable)
     except (UsageError, StoreError) as e:
         return _usage_error(e)
     print(summary(spec, args.storage))

@@ -46,7 +46,10 @@ class SweepSpec(SpaceOptions):
     seed: int = option(0, help="seed of the sampler (search.run's --seed also seeds training)")
     recipe: Recipe = field(default_factory=Recipe)
     trials: int = option(16, help="trials in the sweep; a larger number extends a finished sweep")
-    max_concurrent: int = option(4, help="trials running at once")
+    max_concurrent: int | None = option(
+        None, help="trials running at once; none: as many as the cluster can run at once (its "
+                   "GPUs, up and those its autoscaler may add, over --gpus-per-trial; CPUs for "
+                   "CPU trials), at most the trials left")
     gpus_per_trial: float = option(0.0, help="GPUs per trial; fractions pack small trials onto "
                                              "one GPU (default when not given: 1 if the cluster "
                                              "has or can add GPUs)")
@@ -84,9 +87,9 @@ class SweepSpec(SpaceOptions):
              "ASHA stops trials on one metric: use --scheduler none with several objectives")
         need(0 <= self.grace_period <= self.recipe.epochs,
              f"grace period must be between 0 and the {self.recipe.epochs} epochs")
-        for name in ("trials", "max_concurrent"):
-            need(getattr(self, name) >= 1, f"{name.replace('_', ' ')} must be at least 1, "
-                                           f"got {getattr(self, name)}")
+        need(self.trials >= 1, f"trials must be at least 1, got {self.trials}")
+        need(self.max_concurrent is None or self.max_concurrent >= 1,
+             f"max concurrent must be at least 1, got {self.max_concurrent}")
         need(self.gpus_per_trial >= 0, f"GPUs per trial must be >= 0, got {self.gpus_per_trial}")
         need(self.cpus_per_trial >= 0.01,  # Ray rejects smaller fractional resource requests
              f"CPUs per trial must be at least 0.01, got {self.cpus_per_trial}")

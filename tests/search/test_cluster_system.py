@@ -51,6 +51,7 @@ def test_the_head_starts_with_no_worker_and_a_driver_there_attaches_without_an_a
     assert seen["source"] == "head" and seen["address"] == cluster.address
     assert seen["gpus"] == 0 and seen["gpus_may_add"] == 2 and seen["provider"] == "fake_multinode"
     assert seen["gpus_per_trial"] == 1  # none up now, but the autoscaler can add them
+    assert seen["trials_at_once"] == 2  # --max-concurrent's default: the 2 GPUs it may add
     assert not seen["multi_host"] and seen["storage"] == "accepted"  # fake workers: this machine
     assert "this machine is its head node" in seen["describe"]
     (cluster.root / "wrong_token").write_text("1" * 64)
@@ -81,6 +82,8 @@ def test_search_run_on_the_head_trains_on_gpu_workers_the_autoscaler_starts_from
     assert not cluster.gpu_nodes()
     cmd = sweep_command(tmp_path, "gpu", "--trials", "2", "--epochs", "5", "--scheduler", "none",
                         "--fake-gpus")  # the fake workers' `GPU: 1` has no CUDA device
+    at = cmd.index("--max-concurrent")
+    cmd = cmd[:at] + cmd[at + 2:]  # its default: what the cluster can run at once
     driver = subprocess.Popen(cmd, env={**sweep_env(), **cluster.env}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
@@ -97,9 +100,10 @@ def test_search_run_on_the_head_trains_on_gpu_workers_the_autoscaler_starts_from
     cluster.kill_node(cluster.gpu_nodes()[0]["node_id"])
     out, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err[-3000:]
-    head = out.splitlines()[:3]
+    head = out.splitlines()[:4]
     assert any("this machine is its head node" in line and "0 GPUs up now" in line
                and "up to 2 more from the autoscaler" in line for line in head), head
+    assert "trials at once: 2 (what the cluster can run at once; 1 GPUs" in head[2], head
     assert "lost its node, retrying from its last checkpoint" in out
     assert "that CUDA cannot use" in out and "trained on the CPU (--fake-gpus)" in out
     trials, epochs = check_database(tmp_path, "gpu", 2, 5)

@@ -92,10 +92,12 @@ def test_a_gpu_cuda_cannot_use_stops_the_sweep_and_after_the_fix_the_same_comman
     assert f"node {node[1]} was granted 1 GPU (Ray GPU ids ['0']) that CUDA cannot use" in seen.stdout
 
     # the fix (here: Ray's fake GPU allowed), then the same command: every trial runs
-    out = subprocess.run([*cmd, "--fake-gpus"], env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([*cmd, "--fake-gpus", "--final-eval", "1", "--final-attacks", "clean"],
+                         env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "trained on the CPU (--fake-gpus)" in out.stdout
+    assert "FLOPs per trial trained to the end" in out.stdout  # the cost, said first
+    assert "] test: clean " in out.stdout  # the final evaluation's task, on the fake GPU too
     trials, _ = check_database(tmp_path, "gpu", 2, 2)
     assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
     assert failed["trial_id"].iloc[0] in set(trials["trial_id"])  # the stopped trial, run now
