@@ -24,6 +24,18 @@ from .conftest import check_database, snapshot, sweep_command, sweep_env
 pytestmark = pytest.mark.system
 
 
+def study_states(sweep_dir) -> dict[str, int]:
+    import collections
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
+    study = optuna.load_study(study_name=sweep_dir.name, storage=storage)
+    return dict(collections.Counter(t.state.name for t in study.get_trials(deepcopy=False)))
+
+
 def one_error_line(out) -> str:
     assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
     lines = [line for line in out.stderr.splitlines() if line.strip()]
@@ -83,6 +95,7 @@ def test_a_gpu_cuda_cannot_use_stops_the_sweep_and_after_the_fix_the_same_comman
     failed = load_trials(tmp_path, "gpu")
     assert list(failed["status"]) == [Status.ENV_FAILED] and load_epochs(tmp_path, "gpu").empty
     assert "CUDA cannot use" in failed["error"].iloc[0]
+    assert set(study_states(tmp_path / "gpu")) == {"RUNNING"}  # the sampler learned nothing
 
     # a GPU task, as docs/CLUSTER.md checks a node from the head
     check = ("import ray, search.cluster as c; ray.init(); "
@@ -98,6 +111,7 @@ def test_a_gpu_cuda_cannot_use_stops_the_sweep_and_after_the_fix_the_same_comman
     assert "trained on the CPU (--fake-gpus)" in out.stdout
     assert "FLOPs per trial trained to the end" in out.stdout  # the cost, said first
     assert "] test: clean " in out.stdout  # the final evaluation's task, on the fake GPU too
+    assert study_states(tmp_path / "gpu") == {"COMPLETE": 2}  # the stopped trial, told once
     trials, _ = check_database(tmp_path, "gpu", 2, 2)
     assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
     assert failed["trial_id"].iloc[0] in set(trials["trial_id"])  # the stopped trial, run now
