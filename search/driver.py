@@ -90,10 +90,11 @@ def quiet_libraries() -> None:
 
 
 def check_data(dataset: str, data_dir: str) -> None:
-    """Before Ray starts: the dataset on this node, downloaded now if it is missing (by
-    ``python -m trainer fetch``, in a process of its own, so that the driver never imports
-    torch); UsageError, in one line, if it is neither there nor downloadable. Trials on other
-    nodes check their own (an EnvironmentProblem stops the sweep, see run_segments)."""
+    """Before Ray starts, when this machine is one of the sweep's nodes (embedded Ray, or the
+    cluster's head): the dataset here, downloaded now if it is missing (by ``python -m trainer
+    fetch``, in a process of its own, so that the driver never imports torch); UsageError, in
+    one line, if it is neither there nor downloadable. Trials on other nodes check their own
+    (an EnvironmentProblem stops the sweep, see run_segments)."""
     from trainer.datasets import dataset_spec
 
     if dataset_spec(dataset).on_disk(data_dir):
@@ -120,9 +121,10 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
     from trainer.datasets import DEFAULT_DATA_DIR
 
     data_dir = str(data_dir or DEFAULT_DATA_DIR)
-    check_data(spec.dataset, data_dir)
     quiet_libraries()
     target = cluster.find_target(address)
+    if target.embedded or target.head is not None:  # this machine is one of the sweep's nodes
+        check_data(spec.dataset, data_dir)
     if target.embedded:
         # Ray's local-only mode (its default on macOS and Windows): every server of the
         # embedded instance binds 127.0.0.1. Read when ray is first imported.
