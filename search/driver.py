@@ -107,6 +107,19 @@ def check_data(dataset: str, data_dir: str) -> None:
         raise UsageError(f"{why}. Nothing was run or written")
 
 
+def trials_at_once(spec: SweepSpec, place, gpus: float) -> tuple[int, str]:
+    """How many trials run at once, at most --trials, and why: --max-concurrent, else what the
+    cluster can run at once (search.cluster.concurrent_trials)."""
+    from .cluster import concurrent_trials
+
+    n = spec.max_concurrent or concurrent_trials(place, cpus=spec.cpus_per_trial, gpus=gpus)
+    why = ("--max-concurrent" if spec.max_concurrent else
+           f"what {'this machine' if place.embedded else 'the cluster'} can run at once")
+    if n > spec.trials:
+        why += f" is {n}, at most the {spec.trials} trials"
+    return min(n, spec.trials), why
+
+
 def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
               data_dir: str | None = None, gpus_per_trial: float | None = None,
               shared_storage: bool = False, yes: bool = False, trainable=None,
@@ -136,22 +149,17 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
         cluster.check_storage(storage, place, shared=shared_storage)
         gpus = cluster.gpus_per_trial(place, gpus_per_trial)
         cluster.check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=gpus)
-        at_once = spec.max_concurrent or cluster.concurrent_trials(
-            place, cpus=spec.cpus_per_trial, gpus=gpus)
-        at_once_why = ("--max-concurrent" if spec.max_concurrent else
-                       f"what {'this machine' if place.embedded else 'the cluster'} can run at once")
-        if at_once > spec.trials:
-            at_once_why += f", at most the {spec.trials} trials"
+        at_once, at_once_why = trials_at_once(spec, place, gpus)
         sweep = SweepDir(storage, spec.name)
         saved_spec(spec, sweep)  # a changed sweep is refused before anything is written
-        price = cost.estimate(spec, place, gpus_per_trial=gpus, at_once=min(at_once, spec.trials))
+        price = cost.estimate(spec, place, gpus_per_trial=gpus, at_once=at_once)
         cost.check(price, place, yes=yes)  # nothing written yet
         sweep.check_writable()
         with sweep_lock(sweep.uri, spec.name, on_lost=_stop_writing):
-            spec = prepare(dataclasses.replace(spec, gpus_per_trial=gpus, max_concurrent=at_once),
-                           sweep)
+            spec = prepare(dataclasses.replace(
+                spec, gpus_per_trial=gpus, max_concurrent=spec.max_concurrent or at_once), sweep)
             say(f"{spec.describe()}\n{place.describe()}\n"
-                f"trials at once: {min(at_once, spec.trials)} ({at_once_why}; {gpus:g} GPUs and "
+                f"trials at once: {at_once} ({at_once_why}; {gpus:g} GPUs and "
                 f"{spec.cpus_per_trial:g} CPUs per trial)\n{price.describe()}\n"
                 f"sweep directory {sweep.uri}")
             run_segments(spec, sweep, data_dir=data_dir, trainable=trainable, say=say)
