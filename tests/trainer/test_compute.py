@@ -50,9 +50,10 @@ def test_a_training_image_costs_what_torch_counts(method):
 
 
 def test_a_whole_epoch_of_fit_costs_what_torch_counts():
-    """Training on digits' 1,200 training images in whole batches, then validation: clean on
-    all 200 validation images, PGD-2 on the first 50."""
-    recipe = Recipe(method="trades", epochs=3, batch_size=128, steps=2, val_attack_steps=2,
+    """Training on digits' 1,200 training images in whole batches (every method's per-image
+    count: the test above), then validation: clean on all 200 validation images, PGD-2 on the
+    first 50."""
+    recipe = Recipe(method="standard", epochs=3, batch_size=128, val_attack_steps=2,
                     val_size=50).for_dataset(DIGITS)
     splits = load_splits("digits")
     run = Run.start(ARCH, recipe, DIGITS, torch.device("cpu"))
