@@ -2,8 +2,10 @@
 to Ray (RAY_AUTH_MODE) so that Ray's "Token authentication is enabled" warning is not printed on
 every run. As a new user meets it: a token in ~/.ray/auth_token (any earlier ``ray.init()``
 wrote it, this project's demo included), RAY_AUTH_MODE unset, `ray start --head` (which then
-enables token auth), then the command with no address: it attaches and runs. Every process here
-has the test's own HOME and Ray temp dir; the head is stopped by its pids."""
+enables token auth), then the command with no address: it attaches and runs. And with no
+cluster, the embedded Ray says nothing either, there shown on a CPU sweep the cost check
+refuses. Every process here has the test's own HOME and Ray temp dir; the head is stopped by
+its pids."""
 
 from __future__ import annotations
 
@@ -57,11 +59,17 @@ def test_search_run_attaches_to_a_ray_start_head_with_token_auth_from_the_token_
     check_database(tmp_path / "runs", "t", 1, 1)
 
 
-def test_an_embedded_ray_uses_a_token_without_rays_warning(user, tmp_path):
+def test_an_embedded_ray_has_no_token_warning_and_a_cpu_sweep_over_a_day_is_refused(user, tmp_path):
     """No cluster on this machine: the command's own Ray, token auth on as ``ray.init()`` turns
-    it on, and no warning (the refusal of an over-long CPU sweep ends the run early)."""
+    it on, and no warning. The run is a CPU sweep of 100 trials x 100,000 epochs: its
+    throughput measured by a Ray task, it is estimated above a day and refused without --yes
+    (exit 2, one line, nothing written)."""
     out = subprocess.run(sweep_command(tmp_path / "runs", "e", "--epochs", "100000",
                                        "--trials", "100"),
                          env=user, capture_output=True, text=True, timeout=400)
     assert out.returncode == 2 and "add --yes to run it anyway" in out.stderr, out.stderr[-3000:]
-    assert WARNING not in out.stderr + out.stdout
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "measured here: a training step of" in errors[0]  # on its CPU
+    assert "this machine has no GPU" in errors[0] and "--demo" in errors[0]
+    assert WARNING not in out.stderr + out.stdout and out.stdout == ""
+    assert not (tmp_path / "runs").exists()  # nothing written
