@@ -14,7 +14,7 @@ The driver asks, in this order (ray is imported by ``connect``, not before):
 
 and each trial (in the trainable):
 
-    device = trial_device()               # where it really runs, and why not on a granted GPU
+    device = trial_device(fake_gpus=...)  # a granted GPU CUDA can use, else GpuUnusableError
     own = OwnErrors.of_this_trial()       # its own errors, counted across retries
     try:
         fit(..., device=device.device)
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from space_defs.cli import UsageError
+from trainer.status import EnvironmentProblem
 
 ATTACH_RULE = (
     "Runs on the Ray cluster at --address, else RAY_ADDRESS, else on the cluster whose head node "
@@ -79,7 +81,7 @@ class Target:
     """The Ray to use: ``address`` None means an embedded local Ray."""
 
     address: str | None
-    source: str  # "--address", "RAY_ADDRESS", "head" (this machine's cluster), "embedded"
+    source: str  # "--address", "RAY_ADDRESS", "head" (this machine's cluster, or 'auto'), "embedded"
     head: LocalHead | None = None  # when this machine is the cluster's head
 
     @property
@@ -111,7 +113,7 @@ def find_target(address: str | None = None, environ: dict[str, str] | None = Non
                 raise UsageError(f"{source} is 'auto', but no Ray cluster was started on this "
                                  "machine (`ray start --head`); give the head's address, e.g. "
                                  "10.0.0.5:6379, or 'local' for an embedded Ray")
-            return Target(head.address, source, head)
+            return Target(head.address, "head", head)
         return Target(given, source, _head_at(given))
     head = local_head(environ)
     if head is not None:
@@ -299,6 +301,23 @@ class NodeShape:
     gpus: float
     up: bool  # a live node (else a type the autoscaler may launch, ``count`` of them)
     count: int = 1
+    gpu_model: str | None = None  # Ray's accelerator type ("A10G"), or the instance type's GPU
+
+
+# The GPU of AWS's GPU instance families (for what a node type the autoscaler may launch holds).
+INSTANCE_GPUS = {"g4dn": "T4", "g5": "A10G", "g6": "L4", "g6e": "L40S", "p4d": "A100",
+                 "p4de": "A100", "p5": "H100", "p5e": "H200", "p5en": "H200"}
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What an autoscaler config (cluster.yaml's form) promises."""
+
+    provider: str | None  # aws, fake_multinode, ...
+    other_hosts: bool  # the nodes it launches are other machines
+    types: tuple[NodeShape, ...]  # the worker types it may launch (count: the most of each)
+    max_gpus: float | None  # the most GPUs its workers can have together; None: unknown
+    max_cpus: float | None  # the same for CPUs
 
 
 @dataclass(frozen=True)
@@ -314,6 +333,7 @@ class Place:
     provider: str | None = None  # the autoscaler's provider type (aws, fake_multinode, ...)
     may_add_hosts: bool = False  # the autoscaler launches nodes on other machines
     shapes: tuple[NodeShape, ...] = field(default_factory=tuple)
+    cpus_may_add: float | None = 0.0  # more CPUs the autoscaler may launch; None: unknown
 
     @property
     def embedded(self) -> bool:
@@ -374,6 +394,7 @@ def connect(target: Target, **init_kwargs: Any) -> Place:
     import ray
 
     kwargs = {"log_to_driver": False, "logging_level": "warning", **init_kwargs}
+    _token_auth_as_ray_init(target)
     if target.embedded:
         ray.init(address="local", include_dashboard=False, configure_logging=True, **kwargs)
         return place_of(target)
@@ -386,6 +407,25 @@ def connect(target: Target, **init_kwargs: Any) -> Place:
     return place_of(target)
 
 
+def _token_auth_as_ray_init(target: Target) -> None:
+    """Token authentication decided as ``ray.init()`` decides it (Ray 2.60's worker.py), then
+    set explicitly in RAY_AUTH_MODE, which is also what keeps Ray's "Token authentication is
+    enabled" warning off every run: an embedded Ray uses a token (Ray writes ~/.ray/auth_token
+    if there is none); the cluster whose head is this machine, the one ``ray.init()`` finds by
+    itself, is joined with a token whenever one is available (~/.ray/auth_token,
+    RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), as `ray start --head` enables token auth whenever
+    one is. RAY_AUTH_MODE given, or an explicit address (which ``ray.init`` never
+    auto-enables either): left as it is."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if target.embedded or (target.source == "head" and AuthenticationTokenLoader.instance()
+                           .has_token(ignore_auth_mode=True)):
+        os.environ["RAY_AUTH_MODE"] = "token"  # for this process and every one it starts
+        Config.initialize("")  # Ray read the mode when it was imported
+
+
 def place_of(target: Target) -> Place:
     """Where the connected Ray (``ray.init`` done) runs: its live nodes, and what its autoscaler
     may add (from its config file when this machine is the head, else from the GCS)."""
@@ -393,29 +433,38 @@ def place_of(target: Target) -> Place:
 
     alive = [n for n in ray.nodes() if n.get("Alive")]
     up = tuple(NodeShape(n["NodeManagerAddress"], n["Resources"].get("CPU", 0.0),
-                         n["Resources"].get("GPU", 0.0), up=True) for n in alive)
+                         n["Resources"].get("GPU", 0.0), up=True,
+                         gpu_model=next((k.split(":", 1)[1] for k in n["Resources"]
+                                         if k.startswith("accelerator_type:")), None))
+               for n in alive)
     hosts = tuple(sorted({n["NodeManagerAddress"] for n in alive}))
     gpus = sum(s.gpus for s in up)
     if target.embedded:
         return Place(None, target.source, len(alive), hosts, gpus, 0.0, shapes=up)
     config = _read_config(target.head.autoscaling_config) if target.head else None
+    cpus_may_add: float | None = 0.0
     if config is not None:
-        provider, may_add_hosts, types, max_gpus = autoscaler_capacity(config)
-        workers_gpus = sum(s.gpus for s, n in zip(up, alive) if not _is_head(n))
-        may_add = None if max_gpus is None else max(0.0, max_gpus - workers_gpus)
+        capacity = autoscaler_capacity(config)
+        provider, may_add_hosts, types = capacity.provider, capacity.other_hosts, capacity.types
+        workers = [s for s, n in zip(up, alive) if not _is_head(n)]
+        may_add, cpus_may_add = (
+            None if most is None else max(0.0, most - sum(getattr(s, what) for s in workers))
+            for most, what in ((capacity.max_gpus, "gpus"), (capacity.max_cpus, "cpus")))
     elif target.head is not None:  # a head started without an autoscaler: nothing comes
         provider, may_add_hosts, types, may_add = None, False, (), 0.0
     else:
         provider, may_add_hosts, types, may_add = None, False, (), _gcs_max_gpus(gpus)
+        cpus_may_add = None
     return Place(target.address, target.source, len(alive), hosts, gpus, may_add, provider,
-                 may_add_hosts, up + types)
+                 may_add_hosts, up + types, cpus_may_add)
 
 
-def autoscaler_capacity(config: dict[str, Any]) -> tuple[str | None, bool, tuple[NodeShape, ...], float | None]:
+def autoscaler_capacity(config: dict[str, Any]) -> Capacity:
     """From an autoscaler config (cluster.yaml's form): provider type, whether launched nodes
-    are other machines, the worker types it may launch, and the most GPUs its workers can have
-    together (node types' max_workers within the cluster's max_workers; None when a type that
-    may launch declares no resources, e.g. AWS types left for the autoscaler to detect)."""
+    are other machines, the worker types it may launch, and the most GPUs and CPUs its workers
+    can have together (node types' max_workers within the cluster's max_workers; None when a
+    type that may launch declares no resources, e.g. AWS types left for the autoscaler to
+    detect)."""
     provider = (config.get("provider") or {}).get("type")
     head_type = config.get("head_node_type")
     cap = config.get("max_workers")
@@ -430,16 +479,22 @@ def autoscaler_capacity(config: dict[str, Any]) -> tuple[str | None, bool, tuple
             continue
         resources = node.get("resources") or {}
         unknown |= not resources
+        instance = str((node.get("node_config") or {}).get("InstanceType", ""))
         types.append(NodeShape(name, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)),
-                               up=False, count=count))
-    remaining = int(cap) if cap is not None else sum(t.count for t in types)
-    max_gpus = 0.0
-    for t in sorted(types, key=lambda t: -t.gpus):  # the most GPUs the cap allows
-        n = min(t.count, remaining)
-        max_gpus += n * t.gpus
-        remaining -= n
+                               up=False, count=count,
+                               gpu_model=INSTANCE_GPUS.get(instance.split(".")[0])))
+
+    def most(what: str) -> float | None:
+        remaining = int(cap) if cap is not None else sum(t.count for t in types)
+        total = 0.0
+        for t in sorted(types, key=lambda t: -getattr(t, what)):  # the most the cap allows
+            n = min(t.count, remaining)
+            total += n * getattr(t, what)
+            remaining -= n
+        return None if unknown and not total else total
+
     may_add_hosts = bool(types) and provider not in _PROVIDERS_ON_THIS_MACHINE
-    return provider, may_add_hosts, tuple(types), (None if unknown and not max_gpus else max_gpus)
+    return Capacity(provider, may_add_hosts, tuple(types), most("gpus"), most("cpus"))
 
 
 def _read_config(path: str | None) -> dict[str, Any] | None:
@@ -540,6 +595,17 @@ def gpus_per_trial(place: Place, requested: float | None) -> float:
     return float(requested)
 
 
+def concurrent_trials(place: Place, *, cpus: float, gpus: float) -> int:
+    """How many trials the cluster can run at once (``--max-concurrent``'s default): for GPU
+    trials its GPUs, up now and those the autoscaler may add, over the GPUs per trial; for CPU
+    trials its CPUs likewise; unknown additions count as none; at least 1."""
+    if gpus > 0:
+        have, per = place.gpus + (place.gpus_may_add or 0.0), gpus
+    else:
+        have, per = sum(s.cpus for s in place.shapes if s.up) + (place.cpus_may_add or 0.0), cpus
+    return max(1, int(have / per + 1e-9))
+
+
 def check_trial_fits(place: Place, *, cpus: float, gpus: float) -> None:
     """UsageError when no node, up or launchable, has ``cpus`` CPUs and ``gpus`` GPUs for one
     trial (its trials would wait forever). Unknown launchable types are given the benefit."""
@@ -610,6 +676,28 @@ def is_node_loss(error: BaseException | str | None) -> bool:
     names = ("ActorDiedError", "RayActorError", "ActorUnavailableError", "NodeDiedError",
              "WorkerCrashedError", "LocalRayletDiedError", "ObjectLostError")
     return any(name in first for name in names) or "The actor died" in text[:500]
+
+
+def environment_problem(error: BaseException | str | None) -> str | None:
+    """The message of a trial's failure (as trial_error gives it) when it is an
+    EnvironmentProblem (a GPU CUDA cannot use, data neither on disk nor downloadable), in one
+    line; None for any other failure."""
+    if error is None:
+        return None
+    if isinstance(error, str):  # the traceback's text: the exception's line names its class
+        names = "|".join(cls.__name__ for cls in _environment_problems())
+        found = re.search(rf"^(?:[\w.]+\.)?(?:{names}): (.+)$", error, re.M)
+        return found[1].strip() if found else None
+    cause = getattr(error, "cause", None) or error  # RayTaskError keeps the trial's exception
+    if isinstance(cause, EnvironmentProblem):
+        return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return None
+
+
+def _environment_problems() -> list[type]:
+    from trainer.datasets import DataUnavailableError
+
+    return [GpuUnusableError, DataUnavailableError, EnvironmentProblem]
 
 
 def trial_error(trial) -> BaseException | str | None:
@@ -697,32 +785,127 @@ class OwnErrors:
         return len(errors) <= self.limit
 
 
-# -- the device a trial really ran on -------------------------------------------------------------
+# -- the device a trial really runs on --------------------------------------------------------
+FAKE_GPUS_HELP = (
+    "allow GPUs that CUDA cannot use, such as Ray's fake ones (`ray start --num-gpus=N` or a "
+    "fake_multinode cluster on a machine without a GPU; for tests): a trial granted one trains "
+    "on the CPU and says so. Without it such a trial stops the sweep (exit 2)")
+# The oldest NVIDIA driver each CUDA major version runs on (NVIDIA's CUDA compatibility table).
+MIN_DRIVER = {"12": "525.60.13", "13": "580.65.06"}
+
+
+class GpuUnusableError(EnvironmentProblem):
+    """Ray granted this process a GPU that CUDA cannot use (no driver, a driver too old for
+    torch's CUDA build, no device visible): the node's environment, not the trial's config."""
+
+
+@dataclass(frozen=True)
+class GpuStatus:
+    """What a process Ray granted GPUs finds: whether CUDA can use them, and what decides it."""
+
+    node: str  # the node's IP address
+    granted: float  # GPUs Ray granted (fractions included)
+    ray_gpu_ids: tuple[str, ...]  # Ray's ids of them (CUDA_VISIBLE_DEVICES is set from these)
+    driver: str | None  # the NVIDIA driver version (nvidia-smi, else /proc), None: no driver
+    torch: str  # torch.__version__
+    cuda_build: str | None  # torch.version.cuda: the CUDA torch was built for, None for CPU-only
+    device: str | None  # torch's name of the first visible GPU, None when CUDA cannot use one
+    reason: str = ""  # why not, in torch's words
+
+    @property
+    def usable(self) -> bool:
+        return self.device is not None
+
+    def describe(self) -> str:
+        """One line: where, the driver, the CUDA build, and what went wrong."""
+        driver = f"NVIDIA driver {self.driver}" if self.driver else "no NVIDIA driver found"
+        build = (f"torch {self.torch} built for CUDA {self.cuda_build}" if self.cuda_build
+                 else f"torch {self.torch} built without CUDA")
+        need = MIN_DRIVER.get((self.cuda_build or "").split(".")[0])
+        if need and self.cuda_build:
+            build += f" (needs driver >= {need})"
+        head = (f"node {self.node} was granted {self.granted:g} GPU (Ray GPU ids "
+                f"{list(self.ray_gpu_ids)})")
+        if self.usable:
+            return f"{head}: {self.device}, {driver}, {build}"
+        return f"{head} that CUDA cannot use: {driver}, {build}: {self.reason or 'no CUDA device'}"
+
+
+def gpu_status() -> GpuStatus:
+    """In a Ray task or trial: the GPUs Ray granted it, as CUDA sees them (docs/CLUSTER.md runs
+    it as a GPU task to check a node)."""
+    import ray
+    import torch
+
+    device, reason = None, ""
+    try:
+        torch.cuda.init()
+        if torch.cuda.device_count() > 0:
+            device = torch.cuda.get_device_name(0)
+        else:
+            reason = f"no CUDA device is visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+    except Exception as e:  # noqa: BLE001 - torch's own words for why: driver missing, too old...
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+    return GpuStatus(node=_node_address(), granted=_granted_gpus(),
+                     ray_gpu_ids=tuple(str(i) for i in ray.get_gpu_ids()), driver=_nvidia_driver(),
+                     torch=torch.__version__, cuda_build=torch.version.cuda, device=device,
+                     reason=reason)
+
+
+def _node_address() -> str:
+    """The address this process's Ray node registered with (``ray start --node-ip-address``),
+    which `ray status` shows; the route-based guess where that is not known."""
+    import ray
+
+    try:
+        return ray._private.worker.global_worker.node_ip_address
+    except Exception:  # noqa: BLE001 - private API: the public guess
+        return ray.util.get_node_ip_address()
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version of this node, from nvidia-smi or the kernel module."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.split()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:  # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  ..."
+        words = Path("/proc/driver/nvidia/version").read_text().split()
+        return next(w for w in words if w[:1].isdigit() and "." in w)
+    except (OSError, StopIteration):
+        return None
+
+
 @dataclass(frozen=True)
 class TrialDevice:
     device: str  # what to train on: "cuda" or "cpu"
     name: str  # what to record: torch's device name ("NVIDIA H100 80GB HBM3") or "cpu"
     gpus: float  # GPUs Ray granted this trial (fractions included): GPU-hours = gpus x hours
-    note: str = ""  # why a granted GPU went unused
+    note: str = ""  # why a granted GPU went unused (only with fake GPUs allowed)
 
 
-def trial_device() -> TrialDevice:
-    """Inside a trial: a granted GPU if CUDA can use it, else the CPU, with a note saying so.
-    A GPU that was not granted is never used (another trial may own it)."""
-    import ray
-    import torch
-
+def trial_device(*, fake_gpus: bool = False) -> TrialDevice:
+    """Inside a trial: a granted GPU, which CUDA must be able to use. A GPU CUDA cannot use is
+    GpuUnusableError (the sweep stops: trained on the CPU, a GPU trial would take days and
+    still count its GPU-hours), unless ``fake_gpus`` allows it (Ray's fake GPUs in tests):
+    then the CPU, with a note. A GPU that was not granted is never used (another trial may
+    own it)."""
     granted = _granted_gpus()
     if granted <= 0:
         return TrialDevice("cpu", "cpu", 0.0)
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        return TrialDevice("cuda", torch.cuda.get_device_name(0), granted)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    why = ("this torch was built without CUDA" if torch.version.cuda is None
-           else f"no CUDA device is visible (CUDA_VISIBLE_DEVICES={visible!r})")
-    return TrialDevice("cpu", "cpu", granted,
-                       f"granted {granted:g} GPU (Ray GPU ids {ray.get_gpu_ids()}) on "
-                       f"{ray.util.get_node_ip_address()}, but {why}; trained on the CPU")
+    status = gpu_status()
+    if status.usable:
+        return TrialDevice("cuda", status.device, granted)
+    if not fake_gpus:
+        raise GpuUnusableError(f"{status.describe()}; fix the node's driver (docs/CLUSTER.md: "
+                               "the AMI, the NVIDIA driver and CUDA), or for Ray's fake GPUs "
+                               "add --fake-gpus")
+    return TrialDevice("cpu", "cpu", granted, f"{status.describe()}; trained on the CPU (--fake-gpus)")
 
 
 def _granted_gpus() -> float:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
+
+from space_defs.cli import UsageError
 
 from .lease import sweep_lock
 from .spec import SweepSpec
@@ -14,7 +17,8 @@ from .sweepdir import Segment, SweepDir, prepare, saved_spec
 
 def plan_segments(segments: list[Segment], recorded: int, trials: int) -> list[Segment]:
     """The segments after the last unfinished one ended: done, plus a new one for the trials
-    still missing (``recorded`` counts every trial the database holds but the lost ones)."""
+    still missing (``recorded`` counts every trial the database holds but those not counted:
+    lost ones, and ones that could not run for their environment; Status.NOT_COUNTED)."""
     done = [dataclasses.replace(s, done=True) for s in segments]
     missing = trials - recorded
     return done if missing <= 0 else [*done, Segment(name=f"tune-{len(segments) + 1}", trials=missing)]
@@ -24,13 +28,15 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
                  say=print) -> None:
     """Finish the last unfinished segment, then add one for the trials still missing. What
     counts is the database: every trial it holds, whatever its status, is one of ``--trials``,
-    except those lost with a torn Tune snapshot, which new trials replace."""
+    except those lost with a torn Tune snapshot, which new trials replace, and those that could
+    not run for their environment. A trial meeting an EnvironmentProblem stops the segment
+    unfinished (recorder.environment_stop): UsageError, and the next run resumes it."""
     from ray import tune
 
-    from trainer.status import Status
+    from trainer.status import NOT_COUNTED
 
     from .db import list_sweeps, load_trials
-    from .recorder import mark_lost
+    from .recorder import EnvironmentStop, environment_problem, mark_lost
     from .tune_state import set_aside_unreadable_state
     from .tuner import build_tuner
 
@@ -44,7 +50,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
             mark_lost(spec.name, sweep.storage, live=set())  # no Tune state will resume them
             recorded = 0
             if spec.name in list_sweeps(sweep.storage):
-                recorded = int((load_trials(sweep.storage, spec.name)["status"] != Status.LOST).sum())
+                recorded = int((~load_trials(sweep.storage, spec.name)["status"].isin(NOT_COUNTED)).sum())
             segments = plan_segments(segments, recorded, spec.trials)
             sweep.save_segments(segments)
             if segments[-1].done:
@@ -54,8 +60,15 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
         else:
             say(f"resuming {segment.name}: {segment.trials} trials")
         extra = {} if trainable is None else {"trainable": trainable}
-        results = build_tuner(spec, sweep, segment, first=segment.name == "tune-1",
-                              data_dir=data_dir, restore=restore, **extra).fit()
+        results = None
+        try:
+            results = build_tuner(spec, sweep, segment, first=segment.name == "tune-1",
+                                  data_dir=data_dir, restore=restore, **extra).fit()
+        except EnvironmentStop:
+            pass  # Tune not in the main thread: stopped as if killed; resumes all the same
+        if (problem := environment_problem()) is not None:
+            raise UsageError(f"{problem}. The sweep stopped with no trial used up: fix it and "
+                             "run the same command again")
         if interrupted(results, load_trials(sweep.storage, spec.name)):
             raise KeyboardInterrupt
         segments = [*segments[:-1], dataclasses.replace(segment, done=True)]
@@ -70,6 +83,8 @@ def interrupted(results, recorded) -> bool:
     its state: the next segment makes up for them.)"""
     from trainer.status import Status
 
+    if results is None:
+        return False
     ran = {trial.trial_id for trial in results._experiment_analysis.trials}
     return bool((recorded["trial_id"].isin(ran) & (recorded["status"] == Status.RUNNING)).any())
 
@@ -86,37 +101,81 @@ def quiet_libraries() -> None:
     import optuna
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old engine honours verbose=0
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # tracebacks: the recorder says one line
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def check_data(dataset: str, data_dir: str) -> None:
+    """Before Ray starts, when this machine is one of the sweep's nodes (embedded Ray, or the
+    cluster's head): the dataset here, downloaded now if it is missing (by ``python -m trainer
+    fetch``, in a process of its own, so that the driver never imports torch); UsageError, in
+    one line, if it is neither there nor downloadable. Trials on other nodes check their own
+    (an EnvironmentProblem stops the sweep, see run_segments)."""
+    from trainer.datasets import dataset_spec
+
+    if dataset_spec(dataset).on_disk(data_dir):
+        return
+    out = subprocess.run([sys.executable, "-m", "trainer", "fetch", dataset, "--data-dir", data_dir],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        lines = [line for line in out.stderr.splitlines() if line.strip()] or ["unknown error"]
+        why = lines[-1].removeprefix("error: ").split(" (see python -m trainer")[0]
+        raise UsageError(f"{why}. Nothing was run or written")
+
+
+def trials_at_once(spec: SweepSpec, place, gpus: float) -> tuple[int, str]:
+    """How many trials run at once, at most --trials, and why: --max-concurrent, else what the
+    cluster can run at once (search.cluster.concurrent_trials)."""
+    from .cluster import concurrent_trials
+
+    n = spec.max_concurrent or concurrent_trials(place, cpus=spec.cpus_per_trial, gpus=gpus)
+    why = ("--max-concurrent" if spec.max_concurrent else
+           f"what {'this machine' if place.embedded else 'the cluster'} can run at once")
+    if n > spec.trials:
+        why += f" is {n}, at most the {spec.trials} trials"
+    return min(n, spec.trials), why
+
+
 def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
               data_dir: str | None = None, gpus_per_trial: float | None = None,
-              shared_storage: bool = False, trainable=None, say=print) -> SweepSpec:
+              shared_storage: bool = False, yes: bool = False, trainable=None,
+              say=print) -> SweepSpec:
     """Run (or resume, or extend) the sweep ``spec`` describes; returns the spec it ran.
     Where: search.cluster.ATTACH_RULE. ``gpus_per_trial`` None: 1 when the cluster has or can
-    add GPUs, else 0. ``trainable`` replaces the trainer (see tuner.build_tuner)."""
-    from . import cluster
+    add GPUs, else 0; ``spec.max_concurrent`` None: what the cluster can run at once. Its cost
+    is said first, and a CPU sweep above a day refused unless ``yes`` (search.cost).
+    ``trainable`` replaces the trainer (see tuner.build_tuner)."""
+    from . import cluster, cost
 
+    from trainer.datasets import DEFAULT_DATA_DIR
+
+    data_dir = str(data_dir or DEFAULT_DATA_DIR)
     quiet_libraries()
     target = cluster.find_target(address)
+    if target.embedded or target.head is not None:  # this machine is one of the sweep's nodes
+        check_data(spec.dataset, data_dir)
     if target.embedded:
         # Ray's local-only mode (its default on macOS and Windows): every server of the
         # embedded instance binds 127.0.0.1. Read when ray is first imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from trainer.datasets import DEFAULT_DATA_DIR
-
-    data_dir = str(data_dir or DEFAULT_DATA_DIR)
     with cluster.ray_session(target) as place:
         cluster.check_storage(storage, place, shared=shared_storage)
         gpus = cluster.gpus_per_trial(place, gpus_per_trial)
         cluster.check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=gpus)
+        at_once, at_once_why = trials_at_once(spec, place, gpus)
         sweep = SweepDir(storage, spec.name)
         saved_spec(spec, sweep)  # a changed sweep is refused before anything is written
+        price = cost.estimate(spec, place, gpus_per_trial=gpus, at_once=at_once)
+        cost.check(price, place, yes=yes)  # nothing written yet
         sweep.check_writable()
         with sweep_lock(sweep.uri, spec.name, on_lost=_stop_writing):
-            spec = prepare(dataclasses.replace(spec, gpus_per_trial=gpus), sweep)
-            say(f"{spec.describe()}\n{place.describe()}\nsweep directory {sweep.uri}")
+            spec = prepare(dataclasses.replace(
+                spec, gpus_per_trial=gpus, max_concurrent=spec.max_concurrent or at_once), sweep)
+            say(f"{spec.describe()}\n{place.describe()}\n"
+                f"trials at once: {at_once} ({at_once_why}; {gpus:g} GPUs and "
+                f"{spec.cpus_per_trial:g} CPUs per trial)\n{price.describe()}\n"
+                f"sweep directory {sweep.uri}")
             run_segments(spec, sweep, data_dir=data_dir, trainable=trainable, say=say)
             if spec.final_eval:
                 from .final_eval import run_final_eval

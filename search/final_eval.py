@@ -31,20 +31,26 @@ def best_model_path(sweep, trial_id: str) -> str | None:
     return max(found) if found else None
 
 
-def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_dir: str):
+def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_dir: str,
+                    fake_gpus: bool = False):
     """(Runs as a streaming Ray task.) Evaluates the model saved at ``path`` in the filesystem
     of ``sweep_uri`` at the budget it was trained at, yielding a dict per attack (and AutoAttack
-    component) as it finishes: accuracy, its own seconds, the time left, n, eps, step size."""
+    component) as it finishes: accuracy, its own seconds, the time left, n, eps, step size. On
+    a granted GPU CUDA must be able to use, as for trials (search.cluster.trial_device)."""
     import pyarrow.fs as pafs
 
     from trainer.evaluation import evaluation_steps
 
+    from .cluster import trial_device
+
+    device = trial_device(fake_gpus=fake_gpus).device
     fs, _ = storage.resolve(sweep_uri)
     with tempfile.TemporaryDirectory() as tmp:
         if not storage.is_local(sweep_uri):
             pafs.copy_files(path, os.path.join(tmp, "best.pt"), source_filesystem=fs)
             path = os.path.join(tmp, "best.pt")
-        for done in evaluation_steps(path, attacks=attacks, split="test", data_dir=data_dir):
+        for done in evaluation_steps(path, attacks=attacks, split="test", data_dir=data_dir,
+                                     device=device):
             yield {"attack": done.attack, "accuracy": done.accuracy, "seconds": done.seconds,
                    "eta_seconds": done.eta_seconds, "final": done.final, "n_examples": done.n,
                    "eps": done.budget.eps, "step_size": done.budget.step_size}
@@ -69,6 +75,9 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
     from trainer.attack_names import parse_attack
     from trainer.status import Status
 
+    from space_defs.cli import UsageError
+
+    from .cluster import environment_problem
     from .db import load_evals, load_trials, most_robust
     from .recorder import open_store
 
@@ -89,7 +98,7 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
         if path is None:
             say(f"[{trial_id}] final evaluation skipped: no saved model found")
             continue
-        pending[task.remote(sweep.uri, path, spec.final_attacks, data_dir)] = trial_id
+        pending[task.remote(sweep.uri, path, spec.final_attacks, data_dir, spec.fake_gpus)] = trial_id
     say(f"final evaluation of {len(pending)} configs on the test split: {', '.join(names)}")
     store = open_store(sweep.storage, spec.name)  # every write checks the driver's lease
     results: dict[str, list[dict]] = {trial_id: [] for trial_id in pending.values()}
@@ -99,6 +108,11 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
         trial_id = pending[ready[0]]
         try:
             event = ray.get(next(ready[0]))
+        except ray.exceptions.RayTaskError as e:
+            if (problem := environment_problem(e)) is None:
+                raise
+            raise UsageError(f"[{trial_id}] final evaluation could not run: {problem}. Evaluations "
+                             "done so far are kept: fix it and run the same command again") from None
         except StopIteration:  # this config's evaluation is complete
             del pending[ready[0]]
             etas.pop(trial_id)

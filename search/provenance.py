@@ -8,12 +8,13 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = ("robust-arch-search", "torch", "torchvision", "ray", "optuna", "numpy", "pyarrow")
+CHECKOUT = Path(__file__).resolve().parent.parent  # on a cluster node: the checkout `ray up` synced
 
 
 @functools.cache
-def code_version() -> str:
-    """``git describe`` of the checkout this code runs from, else the installed version."""
-    root = Path(__file__).resolve().parent.parent
+def code_version(root: Path = CHECKOUT) -> str:
+    """``git describe --dirty`` of the checkout at ``root`` (this code's, by default), else the
+    installed version. "-dirty": a tracked file differs from the commit, or is missing."""
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root,
                              capture_output=True, text=True, timeout=5)

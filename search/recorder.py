@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
+import os
+import signal
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -26,7 +29,9 @@ from typing import Any
 from ray import tune
 
 from space_defs import WRNConfig, format_count, macs, param_count
+from space_defs.budget import format_sci
 
+from trainer.compute import trial_flops
 from trainer.report import METRICS as EPOCH_FIELDS
 from trainer.report import best_epoch
 from trainer.status import Status
@@ -121,8 +126,9 @@ class SweepRecorder(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         t = self._track(trial)
         self._write(trial, Status.RUNNING)
+        flops = trial_flops(t.arch, self.spec.recipe, self.spec.dataset).total
         self._say(trial, f"started {t.arch.name}, {format_count(param_count(t.arch))} params, "
-                         f"{format_count(macs(t.arch))} MACs")
+                         f"{format_count(macs(t.arch))} MACs, {format_sci(flops)} FLOPs to train")
 
     def on_step_begin(self, iteration, trials, **info):
         """Every step: a failed database write is raised here, in Tune's thread. Once per driver
@@ -196,14 +202,32 @@ class SweepRecorder(tune.Callback):
         self._end(trial, errored=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._end(trial, errored=True)
+        if not self._environment_failed(trial):
+            self._end(trial, errored=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         from .cluster import describe_error, is_node_loss, trial_error
 
+        if self._environment_failed(trial):
+            return
         error = trial_error(trial)
         what = "lost its node" if is_node_loss(error) else "failed"
         self._say(trial, f"{what}, retrying from its last checkpoint: {describe_error(error)}")
+
+    def _environment_failed(self, trial) -> bool:
+        """A trial that failed for its node's environment, not its config (EnvironmentProblem):
+        recorded as env_failed (not one of --trials), and the sweep stops (environment_stop)."""
+        from .cluster import environment_problem, trial_error
+
+        problem = environment_problem(trial_error(trial))
+        if problem is None:
+            return False
+        self._track(trial)
+        self._write(trial, Status.ENV_FAILED, error=problem)
+        self.writer.drain()
+        self._say(trial, f"cannot run here: {problem}")
+        environment_stop(f"trial {trial.trial_id} could not run: {problem}")
+        return True
 
     def on_experiment_end(self, trials, **info):
         self.writer.close()  # every queued row written; from here on this thread writes
@@ -279,6 +303,37 @@ class SweepRecorder(tune.Callback):
 
     def _say(self, trial, message: str) -> None:
         print(f"[{trial.trial_id}] {message}", file=sys.stdout, flush=True)
+
+
+# -- a sweep stopped for its environment ----------------------------------------------------
+_environment: list[str] = []  # what stopped this process's sweep (a driver runs one sweep)
+
+
+class EnvironmentStop(Exception):
+    """Raised out of Tune where its graceful stop is not installed (Tune not in the main
+    thread): the sweep then stops as if its driver were killed."""
+
+
+def environment_stop(problem: str) -> None:
+    """Stop the sweep for what is wrong where a trial ran (an EnvironmentProblem), without
+    spending its trials: by Tune's own graceful stop, the one Ctrl+C uses (its SIGUSR1 handler):
+    the current step ends, Tune snapshots the experiment with every unfinished trial pending or
+    running, the failed one included, and returns; the next run of the same command restores
+    the snapshot and runs them from their checkpoints. The driver then exits 2 with
+    ``problem`` (driver.run_segments)."""
+    if _environment:
+        return
+    _environment.append(problem)
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # its "interrupted" notices: ours is one line
+    if callable(signal.getsignal(signal.SIGUSR1)):
+        os.kill(os.getpid(), signal.SIGUSR1)
+    else:
+        raise EnvironmentStop(problem)
+
+
+def environment_problem() -> str | None:
+    """What stopped this process's sweep, if environment_stop did."""
+    return _environment[0] if _environment else None
 
 
 def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:

@@ -16,7 +16,7 @@ from space_defs.cli import Parser, UsageError, add_fields, count, given
 from trainer.recipe import Recipe
 from trainer.status import Status
 
-from .cluster import ATTACH_RULE, SHARED_STORAGE_HELP
+from .cluster import ATTACH_RULE, FAKE_GPUS_HELP, SHARED_STORAGE_HELP
 from .spec import SweepSpec, demo
 
 
@@ -34,8 +34,11 @@ def parser() -> argparse.ArgumentParser:
     a("--address", help="Ray cluster address, or 'local' for an embedded Ray (see Where above)")
     a("--shared-storage", action="store_true", help=SHARED_STORAGE_HELP)
     a("--data-dir", help="where datasets are downloaded, once per node")
+    a("--fake-gpus", action="store_true", default=argparse.SUPPRESS, help=FAKE_GPUS_HELP)
+    a("--yes", action="store_true",
+      help="run a sweep of CPU trials estimated to take more than a day (refused without it)")
     add_fields(p.add_argument_group("sweep (SweepSpec fields)"), SweepSpec,
-               skip=("name", "budget", "recipe"))
+               skip=("name", "budget", "recipe", "fake_gpus"))
     add_fields(p.add_argument_group("training (Recipe fields; --seed seeds it too)"), Recipe,
                skip=("seed",))
     return p
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
     try:
         spec = run_sweep(spec, storage=args.storage, address=args.address, data_dir=args.data_dir,
                          gpus_per_trial=getattr(args, "gpus_per_trial", None),
-                         shared_storage=args.shared_storage, trainable=trainable)
+                         shared_storage=args.shared_storage, yes=args.yes, trainable=trainable)
     except (UsageError, StoreError) as e:
         return _usage_error(e)
     except KeyboardInterrupt:

@@ -14,6 +14,8 @@ from space_defs.options import SpaceOptions
 from trainer.datasets import DATASETS, dataset_spec
 from trainer.recipe import Recipe
 
+from .cluster import FAKE_GPUS_HELP
+
 OBJECTIVES = {  # reportable metric -> direction
     "val_robust_acc": "max", "val_clean_acc": "max", "params": "min", "macs": "min",
 }
@@ -22,8 +24,8 @@ SAMPLERS = ("tpe", "random", "grid")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Fields that may differ when the same sweep is run again; every other field fixes what the
 # sweep's results mean, and changing it is refused.
-RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "final_eval",
-              "final_attacks")
+RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "fake_gpus",
+              "final_eval", "final_attacks")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,11 +46,15 @@ class SweepSpec(SpaceOptions):
     seed: int = option(0, help="seed of the sampler (search.run's --seed also seeds training)")
     recipe: Recipe = field(default_factory=Recipe)
     trials: int = option(16, help="trials in the sweep; a larger number extends a finished sweep")
-    max_concurrent: int = option(4, help="trials running at once")
+    max_concurrent: int | None = option(
+        None, help="trials running at once; none: as many as the cluster can run at once (its "
+                   "GPUs, up and those its autoscaler may add, over --gpus-per-trial; CPUs for "
+                   "CPU trials), at most the trials left")
     gpus_per_trial: float = option(0.0, help="GPUs per trial; fractions pack small trials onto "
                                              "one GPU (default when not given: 1 if the cluster "
                                              "has or can add GPUs)")
     cpus_per_trial: float = option(1.0, help="CPUs reserved per trial; also its torch threads")
+    fake_gpus: bool = option(False, help=FAKE_GPUS_HELP)
     final_eval: int = option(0, help="evaluate the top K configs on the test split after the sweep")
     final_attacks: tuple[str, ...] = option(("clean", "pgd20", "cw", "autoattack"),
                                             help="the --final-eval cascade, in order")
@@ -81,9 +87,9 @@ class SweepSpec(SpaceOptions):
              "ASHA stops trials on one metric: use --scheduler none with several objectives")
         need(0 <= self.grace_period <= self.recipe.epochs,
              f"grace period must be between 0 and the {self.recipe.epochs} epochs")
-        for name in ("trials", "max_concurrent"):
-            need(getattr(self, name) >= 1, f"{name.replace('_', ' ')} must be at least 1, "
-                                           f"got {getattr(self, name)}")
+        need(self.trials >= 1, f"trials must be at least 1, got {self.trials}")
+        need(self.max_concurrent is None or self.max_concurrent >= 1,
+             f"max concurrent must be at least 1, got {self.max_concurrent}")
         need(self.gpus_per_trial >= 0, f"GPUs per trial must be >= 0, got {self.gpus_per_trial}")
         need(self.cpus_per_trial >= 0.01,  # Ray rejects smaller fractional resource requests
              f"CPUs per trial must be at least 0.01, got {self.cpus_per_trial}")

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 
 from space_defs import WRNConfig, macs, param_count
-from trainer.datasets import DataUnavailableError
-from trainer.status import Status
+from trainer.status import EnvironmentProblem, Status
 
 if TYPE_CHECKING:
     from trainer import EpochReport
@@ -45,11 +44,13 @@ def failure_result(error: BaseException, last: dict[str, Any] | None, arch: WRNC
 def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> None:
     """Train the architecture in ``config``; resumes from Tune's checkpoint after a failure.
 
-    Errors that a retry cannot fix (out of memory at this size, an invalid config, a dataset
-    that is neither on disk nor downloadable) end the trial as ``failed`` with its message. Any
-    other error of its own is retried from the last checkpoint OWN_ERROR_RETRIES times (counted
-    beside the trial, across nodes), then ends it as ``failed``; losing its node is Tune's to
-    retry, many more times (search.cluster)."""
+    Errors that a retry cannot fix (out of memory at this size, an invalid config) end the trial
+    as ``failed`` with its message. What is wrong with its node rather than its config (a GPU
+    CUDA cannot use, a dataset neither on disk nor downloadable: EnvironmentProblem) is raised
+    before training starts, and the driver stops the sweep without counting the trial (the
+    recorder's ``environment_stop``). Any other error of its own is retried from the last
+    checkpoint OWN_ERROR_RETRIES times (counted beside the trial, across nodes), then ends it
+    as ``failed``; losing its node is Tune's to retry, many more times (search.cluster)."""
     import torch
 
     from trainer import fit
@@ -66,7 +67,7 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
         restored.to_directory(str(state_dir))
     last: dict[str, Any] | None = None
 
-    device = trial_device()
+    device = trial_device(fake_gpus=spec.fake_gpus)  # EnvironmentProblem: the sweep stops
     note = device.note  # said once, with the first epoch of this attempt
 
     def report(epoch: EpochReport) -> None:
@@ -79,7 +80,9 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
     try:
         fit(arch, recipe, spec.dataset, report=report, checkpoint_dir=state_dir, data_dir=data_dir,
             device=device.device)
-    except (torch.OutOfMemoryError, ValueError, DataUnavailableError) as e:
+    except EnvironmentProblem:
+        raise  # not the config's fault, nor retried here: the driver stops the sweep
+    except (torch.OutOfMemoryError, ValueError) as e:
         tune.report(failure_result(e, last, arch))
     except Exception as e:  # noqa: BLE001 - the trial's own error: retried a few times
         if OwnErrors.of_this_trial().record(e):

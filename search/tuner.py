@@ -139,6 +139,12 @@ def objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
     return list(spec.objectives), list(spec.modes)
 
 
+def trials_at_once(spec: SweepSpec, segment: Segment) -> int:
+    """``--max-concurrent`` (resolved by the driver from the cluster when not given), at most
+    the segment's trials."""
+    return min(spec.max_concurrent or segment.trials, segment.trials)
+
+
 def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bool, data_dir: str,
                 restore: bool, trainable=train_trial, callbacks=()) -> tune.Tuner:
     """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks and the
@@ -160,7 +166,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=trials_at_once(spec, segment)),
             scheduler=scheduler(spec), num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=segment.name, storage_path=sweep.uri, verbose=0,

@@ -39,3 +39,8 @@ def format_count(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
     return f"{n:.0f}"
+
+
+def format_sci(x: float) -> str:
+    """1.2734e18 -> '1.27e18': 3 significant digits (FLOPs, rates)."""
+    return f"{x:.3g}".replace("e+", "e").replace("e0", "e")

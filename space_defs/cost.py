@@ -49,6 +49,13 @@ def macs(cfg: WRNConfig) -> int:
     return cost(cfg)[1]
 
 
+def stem_macs(cfg: WRNConfig) -> int:
+    """Multiply-accumulates of the stem convolution alone (part of ``macs``): the one layer
+    whose input gradient a training step does not compute."""
+    d = cfg.data
+    return 9 * d.in_channels * cfg.stem_channels * d.input_size * d.input_size
+
+
 def stage_params(cfg: WRNConfig) -> tuple[int, int, int]:
     """Parameters held by each stage (blocks, BNs and shortcuts), for 'share per stage' plots."""
     return _of(cfg)[2]

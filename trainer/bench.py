@@ -5,8 +5,11 @@ shape): clean training and PGD-10 adversarial training, images per second and ti
 The reference is how the recipe is usually first written: DataLoader batches, NCHW fp32,
 model.train() throughout, and a PGD loop that calls loss.backward() (so it also computes and
 accumulates every parameter's gradient it then throws away). On a GPU the model-FLOPs
-utilisation uses space_defs.macs: a forward+backward is 3 forwards, 2 FLOPs per MAC, and
-every PGD step adds one forward+backward.
+utilisation is trainer.compute's exact count of our loop's FLOPs over the seconds it took,
+against the GPU's data-sheet bf16 peak.
+
+``training_throughput`` measures FLOP/s where it runs (a sweep's driver prices CPU trials with
+it, in a Ray task on the trials' resources).
 """
 
 from __future__ import annotations
@@ -16,17 +19,40 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from space_defs.arch import parse_arch
+from space_defs.arch import WRNConfig, parse_arch
 from space_defs.cli import Parser, integer
-from space_defs.cost import macs
 
+from .compute import peak_bf16_flops, training_flops_per_image
 from .data import Split
 from .datasets import DATASETS, dataset_spec
 from .loop import Run, synced_time
 from .models import build_model
 from .recipe import Recipe
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense
+
+def training_throughput(arch: WRNConfig, *, batch_size: int = 128, threads: int = 1,
+                        device: str = "cpu", step_flops: float = 2e10, seconds: float = 1.0) -> float:
+    """FLOP/s (trainer.compute's count) of clean training steps of ``arch`` on random images of
+    its data shape, with ``threads`` torch threads: what this machine gives one trial. The batch
+    is ``batch_size`` images, fewer where a step would cost more than ``step_flops`` (a 36M
+    network on a CPU: seconds per image); steps are timed after one warm-up step, until
+    ``seconds`` have passed. Attack steps run the same convolutions."""
+    torch.set_num_threads(max(1, threads))
+    spec = next(s for s in DATASETS.values() if s.data == arch.data)
+    per_image = training_flops_per_image(arch, Recipe(method="standard").for_dataset(spec))
+    images = max(1, min(batch_size, int(step_flops // per_image)))
+    recipe = Recipe(method="standard", batch_size=images).for_dataset(spec)
+    g = torch.Generator().manual_seed(0)
+    shape = (arch.data.in_channels, arch.data.input_size, arch.data.input_size)
+    split = Split(torch.rand(images, *shape, generator=g),
+                  torch.randint(arch.data.num_classes, (images,), generator=g)).to(device)
+    run = Run.start(arch, recipe, spec, torch.device(device))
+    run.train_epoch(split)
+    steps, t0 = 0, synced_time(run.device)
+    while not steps or synced_time(run.device) - t0 < seconds:
+        run.train_epoch(split)
+        steps += 1
+    return steps * images * per_image / (synced_time(run.device) - t0)
 
 
 def ours(arch, spec, recipe: Recipe, split: Split, warmup: Split, device) -> float:
@@ -100,7 +126,6 @@ def main(argv=None) -> None:
     print(f"{arch.name} ({spec.name} shape), batch {args.batch_size}, {args.batches} timed steps, "
           f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
           f"{torch.get_num_threads()} CPU threads")
-    fwd_flops = 2 * macs(arch)
     for label, method in (("clean training", "standard"), ("PGD-10 AT", "pgd_at")):
         recipe = Recipe(method=method, batch_size=args.batch_size, steps=10).for_dataset(spec)
         t_ours = ours(arch, spec, recipe, split, warmup, device)
@@ -108,10 +133,9 @@ def main(argv=None) -> None:
         line = (f"{label:15s} ours {n / t_ours:9.1f} img/s   reference {n / t_ref:9.1f} img/s   "
                 f"time ours/reference {t_ours / t_ref:.2f}x")
         if device.type == "cuda":
-            passes = 1 + (recipe.steps if method != "standard" else 0)
-            achieved = 3 * fwd_flops * passes * n / t_ours / 1e12
-            peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in torch.cuda.get_device_name(device)), None)
-            line += f"   {achieved:.1f} TFLOP/s" + (f" = {100 * achieved / peak:.1f}% MFU (bf16 peak)" if peak else "")
+            achieved = training_flops_per_image(arch, recipe) * n / t_ours
+            peak = peak_bf16_flops(torch.cuda.get_device_name(device))
+            line += f"   {achieved / 1e12:.1f} TFLOP/s" + (f" = {100 * achieved / peak:.1f}% MFU (bf16 peak)" if peak else "")
         print(line)
 
 

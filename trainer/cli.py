@@ -1,4 +1,4 @@
-"""The command line ``python -m trainer fit|evaluate`` (see ``python -m trainer --help``).
+"""The command line ``python -m trainer fit|evaluate|fetch`` (see ``python -m trainer --help``).
 
 Bad input exits with status 2 and one line saying what is wrong and how to fix it.
 """
@@ -18,12 +18,15 @@ from .recipe import Recipe
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="python -m trainer", description="Train or evaluate one Wide-ResNet.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,evaluate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,evaluate,fetch}")
     _fit_options(commands.add_parser("fit", help="adversarially train one Wide-ResNet",
                                      description="Adversarially train one Wide-ResNet."))
     _evaluate_options(commands.add_parser(
         "evaluate", help="robust accuracy of a checkpoint",
         description="Robust accuracy of a checkpoint (file or run directory)."))
+    _fetch_options(commands.add_parser(
+        "fetch", help="download a dataset into --data-dir (if it is not there)",
+        description="Download a dataset into --data-dir unless it is there already."))
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -43,6 +46,20 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     add_fields(p.add_argument_group("recipe (trainer.Recipe fields)"), Recipe)
     p.set_defaults(run=_fit, parser=p)
+
+
+def _fetch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", choices=[n for n, s in DATASETS.items() if s.files])
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="(default: %(default)s)")
+    p.set_defaults(run=_fetch, parser=p)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from .data import fetch
+
+    fetch(args.dataset, args.data_dir)
+    print(f"{args.dataset} is in {args.data_dir}")
+    return 0
 
 
 def _evaluate_options(p: argparse.ArgumentParser) -> None:

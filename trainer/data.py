@@ -65,10 +65,19 @@ def _digits() -> tuple[Split, Split]:
 
 
 def _torchvision(spec: DatasetSpec, data_dir: Path) -> tuple[Split, Split]:
+    train, test = fetch(spec.name, data_dir)
+    return _as_split(train), _as_split(test)
+
+
+def fetch(dataset: str, data_dir: str | Path = DEFAULT_DATA_DIR):
+    """The torchvision train and test sets of ``dataset``, downloaded into ``data_dir`` first if
+    they are not there (``python -m trainer fetch``; a sweep's driver runs it before the first
+    trial when the files are missing). DataUnavailableError when that fails."""
     from filelock import FileLock
     from torchvision import datasets
 
-    root = data_dir / spec.name
+    spec = dataset_spec(dataset)
+    root = Path(data_dir) / spec.name
     root.mkdir(parents=True, exist_ok=True)
     make = {
         "cifar10": lambda train: datasets.CIFAR10(root, train=train, download=True),
@@ -78,13 +87,13 @@ def _torchvision(spec: DatasetSpec, data_dir: Path) -> tuple[Split, Split]:
     # Many trials on a node start together: one downloads, the others wait and then read.
     with FileLock(str(root / ".download.lock")):
         try:
-            train, test = make(True), make(False)
+            return make(True), make(False)
         except Exception as e:  # noqa: BLE001 - torchvision raises URLError, RuntimeError, OSError...
             raise DataUnavailableError(
                 f"{spec.name} is not in {root} and could not be downloaded ({type(e).__name__}: {e}); "
-                f"put it there (or set TRAINER_DATA_DIR / --data-dir), or use the offline "
-                f"'--dataset digits'") from e
-    return _as_split(train), _as_split(test)
+                f"put it there (`python -m trainer fetch {spec.name} --data-dir DIR` downloads it "
+                f"where the internet is reachable; TRAINER_DATA_DIR or --data-dir say where it is), "
+                f"or use the offline '--dataset digits'") from e
 
 
 def _as_split(ds) -> Split:

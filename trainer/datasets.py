@@ -10,6 +10,8 @@ from pathlib import Path
 
 from space_defs.arch import DataShape
 
+from .status import EnvironmentProblem
+
 SPLIT_SEED = 0  # the train/val(/test) split is the same for every trial and every recipe seed
 DEFAULT_DATA_DIR = Path(os.environ.get("TRAINER_DATA_DIR", Path.home() / ".cache" / "trainer-data"))
 
@@ -24,9 +26,11 @@ class DatasetSpec:
     std: tuple[float, ...]
     eps: float  # default Linf budget, [0, 1] pixel units
     step_size: float  # default PGD step, [0, 1] pixel units
+    train_size: int  # images of the training split, validation hold-out included
     val_size: int  # training images held out as the validation split
     crop_padding: int  # pixels of zero padding for the random crop; 0 = no crop
     flip: bool  # random horizontal flip fits the data (not for digits or house numbers)
+    files: tuple[str, ...] = ()  # what torchvision reads under DATA_DIR/NAME (none: no download)
 
     def check_arch(self, arch) -> None:
         """ValueError if ``arch`` cannot take this dataset's images or predict its classes."""
@@ -35,24 +39,36 @@ class DatasetSpec:
                              f"it needs {self.data}: build it with trainer.datasets.adapt_arch(arch, "
                              f"{self.name!r})")
 
+    def on_disk(self, data_dir: str | Path) -> bool:
+        """Whether the files trials read are all under ``data_dir`` (their integrity is checked
+        when torchvision reads them)."""
+        return all((Path(data_dir) / self.name / f).is_file() for f in self.files)
+
 
 _CIFAR_EPS, _CIFAR_STEP = 8 / 255, 2 / 255
 DATASETS: dict[str, DatasetSpec] = {
     s.name: s for s in (
         DatasetSpec(name="cifar10", data=DataShape(in_channels=3, num_classes=10, input_size=32),
                     mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616),
-                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=True),
+                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, train_size=50_000, val_size=5000,
+                    crop_padding=4, flip=True,
+                    files=tuple(f"cifar-10-batches-py/{n}" for n in
+                                ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                 "data_batch_5", "test_batch"))),
         DatasetSpec(name="cifar100", data=DataShape(in_channels=3, num_classes=100, input_size=32),
                     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
-                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=True),
+                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, train_size=50_000, val_size=5000,
+                    crop_padding=4, flip=True,
+                    files=("cifar-100-python/train", "cifar-100-python/test")),
         DatasetSpec(name="svhn", data=DataShape(in_channels=3, num_classes=10, input_size=32),
                     mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970),
-                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, val_size=5000, crop_padding=4, flip=False),
+                    eps=_CIFAR_EPS, step_size=_CIFAR_STEP, train_size=73_257, val_size=5000,
+                    crop_padding=4, flip=False, files=("train_32x32.mat", "test_32x32.mat")),
         # Measured on a 1-1-1/16-32-64 WRN, 15 epochs on 1,400 images: clean training 98.7% clean /
         # 21% PGD-20 at eps 0.2, PGD-5 training 97.7% / 68%, so 0.2 separates robust from not.
         DatasetSpec(name="digits", data=DataShape(in_channels=1, num_classes=10, input_size=8),
-                    mean=(0.3,), std=(0.38,), eps=0.2, step_size=0.05, val_size=200,
-                    crop_padding=1, flip=False),
+                    mean=(0.3,), std=(0.38,), eps=0.2, step_size=0.05, train_size=1400,
+                    val_size=200, crop_padding=1, flip=False),
     )
 }
 DIGITS_TEST_SIZE = 397  # digits has no official test split: 1,400 train / 397 test, fixed
@@ -70,5 +86,5 @@ def adapt_arch(arch, dataset: str):
     return dataclasses.replace(arch, data=dataset_spec(dataset).data)
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(EnvironmentProblem):
     """The dataset is neither on disk nor downloadable (e.g. offline)."""

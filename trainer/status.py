@@ -1,4 +1,5 @@
-"""Every status a trial can have, and the two failure detectors that end a run early."""
+"""Every status a trial can have, the two failure detectors that end a run early, and the kind of
+error that is the environment's, not the trial's."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ class Status(StrEnum):
                             "accuracy on the training attack rose")
     FAILED = "failed", "raised an error that retries did not cure, e.g. out of memory"
     LOST = "lost", "only a torn Tune snapshot knew it; a new trial replaced it"
+    ENV_FAILED = "env_failed", ("could not run for a reason outside its config (the dataset "
+                                "neither on disk nor downloadable on its node, a GPU CUDA cannot "
+                                "use): the sweep stopped; not one of --trials, and the same "
+                                "command after the fix runs it")
 
     def __new__(cls, value: str, meaning: str) -> Status:
         member = str.__new__(cls, value)
@@ -28,6 +33,13 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset(Status) - {Status.RUNNING}
+NOT_COUNTED = frozenset({Status.LOST, Status.ENV_FAILED})  # not among a sweep's --trials
+
+
+class EnvironmentProblem(RuntimeError):
+    """What is wrong is where the trial runs, not its config (a dataset that is neither on disk
+    nor downloadable, a GPU CUDA cannot use): no retry and no other config can help, so a
+    sweep stops at the first one instead of spending its trials on it."""
 
 MIN_COLLAPSE = 0.05  # accuracy; smaller falls are sampling noise of a ~1,000-image val subset
 

@@ -1,5 +1,6 @@
 """Run in a process of its own (a FakeCluster's ``env``, or none): where search.cluster would
-run a sweep from here, and what it decides about GPUs and a storage path. Prints one JSON line.
+run a sweep from here, and what it decides about GPUs, trials at once (1 CPU each) and a storage
+path. Prints one JSON line.
 
     python tests/harness/where.py [--storage PATH] [--shared-storage] [--gpus-per-trial G]
 """
@@ -33,6 +34,7 @@ def main() -> None:
                    gpus=place.gpus, gpus_may_add=place.gpus_may_add, provider=place.provider,
                    multi_host=place.multi_host,
                    gpus_per_trial=cluster.gpus_per_trial(place, args.gpus_per_trial))
+        out["trials_at_once"] = cluster.concurrent_trials(place, cpus=1, gpus=out["gpus_per_trial"])
         cluster.check_storage(args.storage, place, shared=args.shared_storage)
         out["storage"] = "accepted"
     except UsageError as e:

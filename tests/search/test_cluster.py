@@ -4,6 +4,7 @@ the trial device. (With real Ray clusters: tests/harness/test_fake_cluster.py.)"
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -83,10 +84,11 @@ def test_a_process_left_to_init_counts_as_ray_start_one_under_python_does_not():
 # -- what the autoscaler may add ----------------------------------------------------------------
 def test_cluster_yaml_promises_gpu_spot_workers_on_other_machines():
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    provider, other_hosts, types, max_gpus = cluster.autoscaler_capacity(config)
-    assert provider == "aws" and other_hosts
-    assert {t.name for t in types} == {"gpu_a10g", "gpu_l4"}
-    assert max_gpus == config["max_workers"]  # one GPU each, within the cluster's max_workers
+    capacity = cluster.autoscaler_capacity(config)
+    assert capacity.provider == "aws" and capacity.other_hosts
+    assert {(t.name, t.gpu_model) for t in capacity.types} == {("gpu_a10g", "A10G"), ("gpu_l4", "L4")}
+    assert capacity.max_gpus == config["max_workers"]  # one GPU each, within the cluster's max_workers
+    assert capacity.max_cpus == 8 * config["max_workers"]
 
 
 def test_capacity_respects_the_cluster_cap_and_unknown_resources():
@@ -96,14 +98,15 @@ def test_capacity_respects_the_cluster_cap_and_unknown_resources():
                   "big": {"max_workers": 2, "resources": {"CPU": 8, "GPU": 4}},
                   "small": {"max_workers": 5, "resources": {"CPU": 8, "GPU": 1}},
                   "cpu": {"max_workers": 5, "resources": {"CPU": 16}}}}
-    assert cluster.autoscaler_capacity(config)[3] == 2 * 4 + 1 * 1
+    assert cluster.autoscaler_capacity(config).max_gpus == 2 * 4 + 1 * 1
+    assert cluster.autoscaler_capacity(config).max_cpus == 3 * 16
     config["available_node_types"]["auto"] = {"max_workers": 2, "resources": {}}
     config["available_node_types"] = {k: v for k, v in config["available_node_types"].items()
                                       if k in ("h", "cpu", "auto")}
-    assert cluster.autoscaler_capacity(config)[3] is None  # left for AWS to detect: unknown
+    assert cluster.autoscaler_capacity(config).max_gpus is None  # left for AWS to detect: unknown
     fake = {"provider": {"type": "fake_multinode"}, "head_node_type": "h", "max_workers": 2,
             "available_node_types": {"h": {}, "g": {"max_workers": 2, "resources": {"GPU": 1}}}}
-    assert cluster.autoscaler_capacity(fake)[1] is False  # fake workers are local processes
+    assert cluster.autoscaler_capacity(fake).other_hosts is False  # fake workers are local processes
 
 
 # -- decisions ------------------------------------------------------------------------------------
@@ -145,6 +148,19 @@ def test_local_storage_is_refused_on_several_machines_unless_declared_shared():
     embedded = Place(None, "embedded", 1, ("127.0.0.1",), 0.0, 0.0)
     cluster.check_storage("./runs", embedded)
     assert "embedded local Ray" in embedded.describe()
+
+
+def test_trials_at_once_default_to_what_the_cluster_can_run():
+    gpu_cluster = place(gpus=0, may_add=8, shapes=[NodeShape("10.0.0.1", 0, 0, up=True),
+                                                    NodeShape("gpu_a10g", 8, 1, up=False, count=8)])
+    assert cluster.concurrent_trials(gpu_cluster, cpus=1, gpus=1) == 8  # cluster.yaml's 8 GPUs
+    assert cluster.concurrent_trials(gpu_cluster, cpus=1, gpus=0.5) == 16
+    assert cluster.concurrent_trials(place(gpus=2, may_add=None), cpus=1, gpus=1) == 2  # unknown: up
+    cpus = Place(None, "embedded", 1, ("127.0.0.1",), 0.0, 0.0, shapes=(NodeShape("127.0.0.1", 2, 0, up=True),))
+    assert cluster.concurrent_trials(cpus, cpus=1, gpus=0) == 2
+    assert cluster.concurrent_trials(cpus, cpus=4, gpus=0) == 1  # at least one
+    cpu_cluster = dataclasses.replace(cpus, cpus_may_add=30.0)
+    assert cluster.concurrent_trials(cpu_cluster, cpus=8, gpus=0) == 4
 
 
 def test_describe_says_where_nodes_and_gpus_now_and_to_come():
@@ -214,3 +230,43 @@ def test_own_errors_are_counted_on_storage_across_retries(tmp_path):
 def test_outside_a_trial_without_a_gpu_grant_the_device_is_the_cpu():
     device = cluster.trial_device()
     assert (device.device, device.name, device.gpus, device.note) == ("cpu", "cpu", 0.0, "")
+
+
+# -- what is the environment's fault ------------------------------------------------------------
+def test_environment_problems_are_told_apart_from_a_trials_own_errors():
+    from ray import exceptions as rex
+
+    from trainer.datasets import DataUnavailableError
+
+    def in_a_trial(error):
+        try:
+            raise error
+        except Exception as e:  # noqa: BLE001
+            return rex.RayTaskError("train", "Traceback ...", e)
+
+    gpu = cluster.GpuUnusableError("node 10.0.1.5 was granted 1 GPU that CUDA cannot use\nmore")
+    assert cluster.environment_problem(in_a_trial(gpu)) == "node 10.0.1.5 was granted 1 GPU that CUDA cannot use"
+    assert cluster.environment_problem(DataUnavailableError("cifar10 is not in /d")) == "cifar10 is not in /d"
+    assert cluster.environment_problem(in_a_trial(ValueError("bad config"))) is None
+    assert cluster.environment_problem(rex.ActorDiedError()) is None
+    text = ("Failure # 1\nTraceback (most recent call last):\nray.exceptions.RayTaskError("
+            "DataUnavailableError): ray::ImplicitFunc.train()\ntrainer.datasets."
+            "DataUnavailableError: svhn is not in /d/svhn\n")
+    assert cluster.environment_problem(text) == "svhn is not in /d/svhn"
+    assert cluster.environment_problem("Failure # 1\nValueError: DataUnavailableError: no") is None
+    assert cluster.environment_problem(None) is None
+
+
+def test_a_gpu_status_names_the_node_the_driver_and_the_cuda_build():
+    status = cluster.GpuStatus(node="10.0.1.5", granted=1.0, ray_gpu_ids=("0",), driver="470.57.02",
+                               torch="2.14.1+cu130", cuda_build="13.0", device=None,
+                               reason="The NVIDIA driver on your system is too old (found version 11040)")
+    line = status.describe()
+    assert not status.usable and "\n" not in line
+    assert line.startswith("node 10.0.1.5 was granted 1 GPU (Ray GPU ids ['0']) that CUDA cannot use")
+    assert "NVIDIA driver 470.57.02" in line and "built for CUDA 13.0 (needs driver >= 580" in line
+    assert "too old" in line
+    none = dataclasses.replace(status, driver=None, cuda_build=None, reason="no CUDA device")
+    assert "no NVIDIA driver found" in none.describe() and "built without CUDA" in none.describe()
+    ok = dataclasses.replace(status, driver="595.71.05", device="NVIDIA A10G", reason="")
+    assert ok.usable and "NVIDIA A10G, NVIDIA driver 595.71.05" in ok.describe()

@@ -51,6 +51,7 @@ def test_the_head_starts_with_no_worker_and_a_driver_there_attaches_without_an_a
     assert seen["source"] == "head" and seen["address"] == cluster.address
     assert seen["gpus"] == 0 and seen["gpus_may_add"] == 2 and seen["provider"] == "fake_multinode"
     assert seen["gpus_per_trial"] == 1  # none up now, but the autoscaler can add them
+    assert seen["trials_at_once"] == 2  # --max-concurrent's default: the 2 GPUs it may add
     assert not seen["multi_host"] and seen["storage"] == "accepted"  # fake workers: this machine
     assert "this machine is its head node" in seen["describe"]
     (cluster.root / "wrong_token").write_text("1" * 64)
@@ -79,8 +80,10 @@ def test_search_run_on_the_head_trains_on_gpu_workers_the_autoscaler_starts_from
     for a GPU, the autoscaler starts GPU workers from zero, the trials land in the database; a
     worker node killed mid-trial is replaced and its trial resumes from its checkpoint."""
     assert not cluster.gpu_nodes()
-    cmd = [arg for arg in sweep_command(tmp_path, "gpu", "--trials", "2", "--epochs", "5",
-                                        "--scheduler", "none")]
+    cmd = sweep_command(tmp_path, "gpu", "--trials", "2", "--epochs", "5", "--scheduler", "none",
+                        "--fake-gpus")  # the fake workers' `GPU: 1` has no CUDA device
+    at = cmd.index("--max-concurrent")
+    cmd = cmd[:at] + cmd[at + 2:]  # its default: what the cluster can run at once
     driver = subprocess.Popen(cmd, env={**sweep_env(), **cluster.env}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
@@ -97,11 +100,12 @@ def test_search_run_on_the_head_trains_on_gpu_workers_the_autoscaler_starts_from
     cluster.kill_node(cluster.gpu_nodes()[0]["node_id"])
     out, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err[-3000:]
-    head = out.splitlines()[:3]
+    head = out.splitlines()[:4]
     assert any("this machine is its head node" in line and "0 GPUs up now" in line
                and "up to 2 more from the autoscaler" in line for line in head), head
+    assert "trials at once: 2 (what the cluster can run at once; 1 GPUs" in head[2], head
     assert "lost its node, retrying from its last checkpoint" in out
-    assert "no CUDA device is visible" in out  # a fake GPU: granted, trained on the CPU
+    assert "that CUDA cannot use" in out and "trained on the CPU (--fake-gpus)" in out
     trials, epochs = check_database(tmp_path, "gpu", 2, 5)
     assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
     assert (trials["device_name"] == "cpu").all() and (trials["gpu_hours"] > 0).all()
@@ -118,7 +122,7 @@ def test_a_node_on_127_0_0_2_is_another_machine_and_local_storage_is_refused(clu
     assert refused["multi_host"] and "127.0.0.2" in refused["error"]
     assert "--shared-storage" in refused["error"] and "s3://" in refused["error"]
     assert where(cluster.env, "--storage", "s3://bucket/runs")["storage"] == "accepted"
-    cmd = sweep_command(tmp_path / "runs", "m", "--trials", "1", "--epochs", "1")
+    cmd = sweep_command(tmp_path / "runs", "m", "--trials", "1", "--epochs", "1", "--fake-gpus")
     out = subprocess.run(cmd, env={**sweep_env(), **cluster.env}, capture_output=True, text=True,
                          timeout=300)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
