@@ -108,3 +108,10 @@ def interrupted_trials(storage, name: str):
     status = load_trials(storage, name).set_index("trial_id")["status"]
     return before, [t for t, n in before.groupby("trial_id")["epoch"].max().items()
                     if n >= 2 and status[t] == "running"]
+
+
+def snapshot_knows(experiment: Path, text: str) -> bool:
+    """Whether Tune's newest snapshot of ``experiment`` (its experiment_state file on the
+    storage) mentions ``text``, e.g. a trial's checkpoint directory."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    return bool(states) and text in states[-1].read_text()

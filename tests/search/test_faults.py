@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from search.db import load_evals, load_trials
+from search.db import load_evals
 from tests.harness import last_json
 
-from .conftest import (check_database, epochs_so_far, run, snapshot, sweep_command, sweep_env,
-                       wait_for)
+from tests.harness.faults import held
+
+from .conftest import (check_database, epochs_so_far, run, snapshot, snapshot_knows, sweep_command,
+                       sweep_env, wait_for)
 
 pytestmark = pytest.mark.system
 
@@ -117,21 +119,16 @@ def test_sigkill_during_final_evaluation(tmp_path, ray_address):
 
 
 def test_a_corrupted_checkpoint_restarts_the_trial_and_says_so(tmp_path, ray_address):
+    """A trial is held after epoch 3 (checkpoint_000002, epochs left) until Tune's snapshot
+    names that checkpoint; the driver is killed, every checkpoint of the trial torn."""
     cmd = sweep_command(tmp_path, "c", "--trials", "2", "--epochs", "6", "--address", ray_address,
                         "--scheduler", "none")
-    driver = popen(cmd)
-
-    def running_trial():
-        rows = epochs_so_far(tmp_path, "c")
-        if rows is None:
-            return None
-        status = load_trials(tmp_path, "c").set_index("trial_id")["status"]
-        counts = rows.groupby("trial_id")["epoch"].max()
-        return next((t for t, n in counts.items() if 3 <= n < 6 and status[t] == "running"), None)
-
-    trial_id = wait_for(running_trial)
-    assert trial_id
-    time.sleep(2)
+    driver = popen(with_faults(cmd, tmp_path, {"at": "epoch", "epoch": 3, "action": "hold",
+                                               "sticky": False}))
+    claims = str(tmp_path / "claims")
+    assert wait_for(lambda: held(claims)), "no trial reached epoch 3"
+    (trial_id,) = [h["trial_id"] for h in held(claims)]
+    assert wait_for(lambda: snapshot_knows(tmp_path / "c" / "tune-1", "checkpoint_000002"))
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=60)
     damaged = [p for p in (tmp_path / "c" / "tune-1").glob(f"*{trial_id}*/checkpoint_*/checkpoint.pt")]
