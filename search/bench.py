@@ -37,7 +37,7 @@ class FirstStart:
         return _First()
 
 
-def noop_ours(config, *, spec_json: str, data_dir: str) -> None:
+def noop_ours(config, *, spec_json: str, data_dir: str, fence=None) -> None:
     """What our trainable reports, without training: epoch results with a checkpoint."""
     from ray import tune
 

@@ -67,7 +67,7 @@ def _owner(path: str) -> str:
 def faulty_trainable(faults: list[Fault]):
     """search.trainable.train_trial with the trial faults injected around it."""
 
-    def train_faulty(config, *, spec_json: str, data_dir: str) -> None:
+    def train_faulty(config, *, spec_json: str, data_dir: str, fence=None) -> None:
         from ray import tune
 
         from search.spec import SweepSpec
@@ -94,7 +94,7 @@ def faulty_trainable(faults: list[Fault]):
 
         tune.report = report_then_fail
         try:
-            train_trial(config, spec_json=spec_json, data_dir=data_dir)
+            train_trial(config, spec_json=spec_json, data_dir=data_dir, fence=fence)
         finally:
             tune.report = report
 
