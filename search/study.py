@@ -91,6 +91,7 @@ class _Journal:
     pending: int = 0  # the last ``pending`` logs are not written yet
     pending_since: float = 0.0
     flush_on_release: str | None = None  # the lease that writes the pending logs when released
+    resets: int = 0  # times the log was found made anew (the sweep removed and run again)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -104,6 +105,7 @@ class ObjectJournalBackend(BaseJournalBackend):
 
     def __init__(self, sweep_uri: str):
         self.uri = sweep_uri
+        self._resets = 0  # of the journal, when this backend last read it
 
     def __getstate__(self) -> dict[str, Any]:
         return {"uri": self.uri}
@@ -116,6 +118,11 @@ class ObjectJournalBackend(BaseJournalBackend):
         journal = self._journal()
         with journal.lock:
             self._sync(journal)
+            if journal.resets != self._resets:
+                self._resets = journal.resets
+                if log_number_from > 0:  # Optuna's replay of the old study cannot be undone here
+                    raise StoreError(f"the study in {self.uri} was removed and made anew since this "
+                                     "process read it; open it again to read the new one")
             return json.loads(json.dumps(journal.logs[log_number_from:]))  # the cache stays as read
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
@@ -184,6 +191,7 @@ class ObjectJournalBackend(BaseJournalBackend):
         journal.log.sync()
         if journal.log.end < journal.folded:  # the log was read anew from its start
             journal.logs, journal.folded = [], 0
+            journal.resets += 1
         for entry in journal.log.entries[journal.folded:]:
             journal.logs.extend(entry.get("logs", ()))
         journal.folded = journal.log.end

@@ -18,7 +18,8 @@ a header it must carry; it fires on its first ``times`` matches:
   its own write);
 - ``hold_reply``: the reply is held until ``rule.release`` is set (or ``seconds`` pass);
 - ``status``: answered at once with ``status`` (409 ConditionalRequestConflict, 503 SlowDown),
-  the request never reaching the server.
+  the request never reaching the server;
+- ``pass``: relayed as it is, only counted (to wait for the n-th such request).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _ERRORS = {409: ("Conflict", "ConditionalRequestConflict",
 
 @dataclass
 class Rule:
-    action: str  # drop_reply | hold_reply | status
+    action: str  # drop_reply | hold_reply | status | pass
     method: str = "PUT"
     path: str = ""  # a regular expression searched in the request target
     header: str = ""  # a header the request must carry (e.g. If-None-Match)
@@ -47,6 +48,7 @@ class Rule:
     seconds: float = 600.0  # hold_reply: the longest a reply is held
     hits: int = 0
     fired: threading.Event = field(default_factory=threading.Event)  # set at the last of ``times``
+    hit: threading.Event = field(default_factory=threading.Event)  # set at the first
     release: threading.Event = field(default_factory=threading.Event)  # ends a hold_reply
 
     def matches(self, method: str, target: str, headers: dict[str, str]) -> bool:
@@ -147,6 +149,8 @@ class Relay:
                 if rule is not None and rule.action == "hold_reply":
                     _fired(rule)
                     rule.release.wait(rule.seconds)
+                if rule is not None and rule.action == "pass":
+                    _fired(rule)
                 client.sendall(reply)
                 if reply_headers.get("connection", "").lower() == "close":
                     _close(upstream)
@@ -162,6 +166,7 @@ class Relay:
 
 
 def _fired(rule: Rule) -> None:
+    rule.hit.set()
     if rule.hits >= rule.times:
         rule.fired.set()
 

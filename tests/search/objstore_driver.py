@@ -69,12 +69,13 @@ def main() -> int:
                 trial = study.ask()
                 x = trial.suggest_float("x", -1, 1)
                 study.tell(trial, x * x)
+                say("told", trial.number, repr(x))
                 if store is not None:
                     store.write(trials=[trial_row(sweep=name, trial_id=f"t{trial.number}",
                                                   best_val_robust_acc=x * x)])
                     store.flush()
+                    say("stored", trial.number)
                 done += 1
-                say("told", trial.number, repr(x))
                 time.sleep(args.pause)
             while args.hold:
                 lease.check()
