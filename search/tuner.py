@@ -12,7 +12,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from .cluster import failure_config
@@ -90,6 +90,31 @@ class StudySearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class SweepSearch(SearchGenerator):
+    """Tune's SearchGenerator around the sweep's searcher, except where a restored segment
+    creates its new trials. Tune's own, restored from a snapshot, creates them in the experiment
+    directory the snapshot was taken in; on object storage each driver runs the experiment in a
+    directory of its own (search.sweepdir), so there that would be the previous driver's, which
+    nobody reads any more. This one creates them where the experiment is now."""
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        import copy
+
+        import pyarrow.fs as pafs
+
+        from .lease import held_lease
+
+        storage = self._experiment.storage
+        if isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
+            return  # one directory per segment on local disk
+        lease = held_lease("s3://" + storage.storage_fs_path.rpartition("/")[0])
+        if lease is not None and storage.experiment_dir_name != lease.namespace:
+            moved = copy.copy(storage)
+            moved.experiment_dir_name = lease.namespace
+            self._experiment.storage = self._experiment.spec["storage"] = moved
 
 
 class GridOrder(optuna.samplers.GridSampler):
@@ -185,7 +210,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent),
+            search_alg=SweepSearch(ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)),
             scheduler=scheduler(spec), num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=leaf, storage_path=sweep.uri_of(parent) if parent else sweep.uri, verbose=0,

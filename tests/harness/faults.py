@@ -24,12 +24,14 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Fault:
-    at: str  # start | epoch (in a trial) | db_write | final_eval (in the driver)
-    action: str  # raise | oom | diverge (absurd lr) | kill (SIGKILL the driver)
+    at: str  # start | epoch (in a trial) | db_write | final_eval | lease (in the driver)
+    action: str  # raise | oom | diverge (absurd lr) | kill (SIGKILL the driver) | ttl | stall
     epoch: int = 1  # at="epoch": after this epoch (and every later one) was reported
     nth: int = 1  # driver points: the nth time the point is reached
     sticky: bool = True  # fires again when the trial that claimed it is retried
     claims: str = ""  # directory for claim files (trial faults)
+    table: str = ""  # at="db_write": count only the parts of this table
+    seconds: float = 0.0  # at="lease", action="ttl": the driver's lease ttl
 
 
 class InjectedFault(RuntimeError):
@@ -104,18 +106,35 @@ def faulty_trainable(faults: list[Fault]):
 
 
 def arm_driver(faults: list[Fault]) -> None:
-    """Kill this (driver) process at the nth database write, between the temp file's fsync and
-    its rename, or after the nth final evaluation was stored."""
-    seen = {"db_write": 0, "final_eval": 0}
+    """Kill this (driver) process at the nth database write (of a table, or of any), between
+    the temp file's fsync and its rename, or after the nth final evaluation was stored. Lease
+    faults: ``ttl`` gives the driver's lease that ttl; ``stall``: from a SIGUSR2 on, the
+    driver's lease clock stands still and its renewals hang (a machine suspended on a clock that
+    does not count the suspend: it cannot tell that its lease lapses), said on stdout."""
+    seen: dict[str, int] = {}
 
-    def due(at: str) -> bool:
-        seen[at] += 1
-        return any(f.at == at and f.action == "kill" and f.nth == seen[at] for f in faults)
+    def due(at: str, table: str = "") -> bool:
+        hit = False
+        for key in {"", table}:
+            seen[f"{at}:{key}"] = seen.get(f"{at}:{key}", 0) + 1
+        for f in faults:
+            if f.at == at and f.action == "kill" and f.nth == seen[f"{at}:{f.table}"] and f.table in ("", table):
+                hit = True
+        return hit
+
+    for fault in faults:
+        if fault.at == "lease" and fault.action == "ttl":
+            from search import lease
+
+            lease.DEFAULT_TTL = fault.seconds
+        if fault.at == "lease" and fault.action == "stall":
+            signal.signal(signal.SIGUSR2, _stall_lease)
 
     replace = os.replace
 
     def replace_or_die(src, dst, *args, **kwargs):
-        if f"{os.sep}db{os.sep}" in os.fspath(dst) and due("db_write"):
+        parts = os.fspath(dst).split(os.sep)
+        if "db" in parts and due("db_write", parts[parts.index("db") + 1]):
             os.kill(os.getpid(), signal.SIGKILL)
         return replace(src, dst, *args, **kwargs)
 
@@ -138,6 +157,18 @@ def arm_driver(faults: list[Fault]) -> None:
         return out
 
     TrialStore.write, TrialStore.flush = write_noting_evals, flush_or_die
+
+
+def _stall_lease(signum, frame) -> None:
+    import threading
+
+    from search import lease
+
+    hang = threading.Event()
+    for held in list(lease._HELD.values()):
+        held._deadline = float("inf")
+        held._renew = hang.wait
+    print("[harness] lease stalled", flush=True)
 
 
 def main(argv: list[str]) -> int:
