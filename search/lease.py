@@ -47,7 +47,7 @@ from urllib.parse import parse_qsl
 from space_defs.cli import UsageError
 
 from .db import storage
-from .db.commits import LOGS, Fenced, open_log
+from .db.commits import LOGS, Fenced, json_object, open_log
 from .db.errors import StoreError
 
 __all__ = ["sweep_lock", "Lease", "SweepBusy", "LeaseLost", "held_lease", "writer_guard",
@@ -257,13 +257,8 @@ class _S3Lease(Lease):
             if _code(e) in ("NoSuchKey", "404"):
                 return None
             raise
-        raw = reply["Body"].read()
-        try:
-            body = json.loads(raw)
-            assert isinstance(body, dict)
-        except (ValueError, AssertionError):
-            raise StoreError(f"{self.uri}/{LEASE_FILE} is not a lease this program wrote; remove "
-                             "it if no driver runs this sweep") from None
+        body = json_object(reply["Body"].read(), f"{self.uri}/{LEASE_FILE} is not a lease this "
+                           "program wrote; remove it if no driver runs this sweep")
         date = reply["ResponseMetadata"]["HTTPHeaders"].get("date")
         now = email.utils.parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
         return body, reply["ETag"], reply["LastModified"], now

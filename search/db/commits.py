@@ -144,14 +144,9 @@ class CommitLog:
             raise StoreError(f"cannot read {path} of the {self.what} ({e})") from None
 
     def _get_entry(self, index: int) -> dict[str, Any]:
-        raw = self._get(self._path(index))
-        try:
-            body = json.loads(raw)
-            assert isinstance(body, dict)
-        except (ValueError, AssertionError):
-            raise StoreError(f"{self._path(index)} is not an entry of a {self.what} this program "
-                             "wrote; move the sweep's directory away to start over") from None
-        return body
+        return json_object(self._get(self._path(index)),
+                           f"{self._path(index)} is not an entry of a {self.what} this program "
+                           "wrote; move the sweep's directory away to start over")
 
     def _get_segment(self, path: str, first: int, end: int) -> list[dict[str, Any]]:
         lines = self._get(path).decode("utf-8", errors="replace").splitlines()
@@ -231,6 +226,17 @@ class CommitLog:
             self.segmented = end
         except OSError:
             pass  # only readers' speed depends on it: tried again at the next commit
+
+
+def json_object(raw: bytes, refusal: str) -> dict[str, Any]:
+    """``raw`` as the JSON object it should be; StoreError(refusal) when it is not one."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise StoreError(refusal)
+    return body
 
 
 _SHARED: dict[tuple[str, str], CommitLog] = {}

@@ -29,7 +29,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from .s3 import free_port
+from .s3 import Endpoint, free_port
 
 _ERRORS = {409: ("Conflict", "ConditionalRequestConflict",
                  "A conflicting conditional operation is currently in progress against this resource."),
@@ -56,7 +56,7 @@ class Rule:
                 is not None and (not self.header or self.header.lower() in headers))
 
 
-class Relay:
+class Relay(Endpoint):
     def __init__(self, upstream_host: str, upstream_port: int):
         self.upstream = (upstream_host, upstream_port)
         self.host, self.port = "127.0.0.1", free_port()
@@ -64,15 +64,6 @@ class Relay:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def query(self) -> str:
-        """The relay as URI options of a storage URI."""
-        return f"endpoint_override={self.endpoint}&scheme=http"
 
     def add(self, rule: Rule) -> Rule:
         with self._lock:

@@ -45,12 +45,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class S3Server:
+class Endpoint:
+    """An HTTP endpoint on this machine that S3 clients are pointed at."""
+
     host: str
     port: int
-    pid: int
-    kind: str = "moto"
 
     @property
     def endpoint(self) -> str:
@@ -62,14 +61,22 @@ class S3Server:
         return f"http://{self.endpoint}"
 
     @property
+    def query(self) -> str:
+        """The endpoint as URI options (how MinIO or any non-AWS S3 is usually named)."""
+        return f"endpoint_override={self.endpoint}&scheme=http"
+
+
+@dataclass
+class S3Server(Endpoint):
+    host: str
+    port: int
+    pid: int
+    kind: str = "moto"
+
+    @property
     def env(self) -> dict[str, str]:
         """What a process needs to reach it as its S3."""
         return {**ENV, "AWS_ENDPOINT_URL_S3": self.url}
-
-    @property
-    def query(self) -> str:
-        """The same endpoint as URI options (how MinIO or any non-AWS S3 is usually named)."""
-        return f"endpoint_override={self.endpoint}&scheme=http"
 
     def filesystem(self):
         import pyarrow.fs as pafs
