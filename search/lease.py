@@ -14,8 +14,9 @@ is taken over, again by a conditional overwrite, so one of several waiting drive
 is judged by the store's own clock (the object's Last-Modified against the response's Date), so
 machines with skewed clocks agree. A driver rerun on the machine of a killed one need not wait
 for its lease to lapse: the lease names its holder's machine (boot id and pid namespace), and a
-holder whose pid no longer runs there is dead for sure, so its lease is taken over at once. pyarrow cannot send these headers (it drops them silently),
-so this one object is written with boto3; every other file of a sweep goes through pyarrow.
+holder whose pid no longer runs there is dead for sure, so its lease is taken over at once.
+pyarrow cannot send these headers (it drops them silently), so this object and the entries of
+the commit logs are written with boto3; every other file of a sweep goes through pyarrow.
 
 What fences a holder that lost its lease is the store, not a check: each holder has a
 generation (one more than the lease it replaced, taken by the conditional write that took the
@@ -33,9 +34,9 @@ from __future__ import annotations
 
 import email.utils
 import json
-import sys
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -67,13 +68,13 @@ class LeaseLost(Fenced):
     """This driver no longer holds its sweep's lease: it must not write to the sweep again."""
 
 
+_BOOTTIME = sys.platform.startswith("linux") and hasattr(time, "CLOCK_BOOTTIME")
+
+
 def _clock() -> float:
     """Seconds on a clock that counts time the machine spent suspended (Linux CLOCK_BOOTTIME;
     elsewhere the monotonic clock), so that a lease deadline passes during a suspend too."""
     return time.clock_gettime(time.CLOCK_BOOTTIME) if _BOOTTIME else time.monotonic()
-
-
-_BOOTTIME = sys.platform.startswith("linux") and hasattr(time, "CLOCK_BOOTTIME")
 
 
 def _busy(name: str, holder: str) -> SweepBusy:
