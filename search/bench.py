@@ -10,6 +10,11 @@ python -m search.bench --recorder [-n 8] [--storage s3://...]: the time Tune's t
 the trial-database recorder per event (median and p95), with the sweep on object storage: a
 moto_server on 127.0.0.1 unless --storage names a store; once with every write made in Tune's
 thread (as the recorder did before its writer thread) and once as it runs now.
+
+python -m search.bench --study [-n 5000] [--storage s3://...]: the sweep's study on object
+storage (its commit log): per trial (the searcher's ask, as StudySearch.suggest writes it, then
+its tell: seconds, writes, bytes), then what a driver start costs on a study of N trials (taking
+the sweep over and opening the study: seconds, objects read and written, bytes written).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 EPOCHS = 3
 
 
-def noop_ours(config, *, spec_json: str, data_dir: str) -> None:
+def noop_ours(config, *, spec_json: str, data_dir: str, fence=None) -> None:
     """What our trainable reports, without training: epoch results with a checkpoint."""
     from ray import tune
 
@@ -252,15 +257,98 @@ def main_recorder(n: int, storage: str | None) -> None:
     print("  (get_state: Tune's snapshot waiting for the rows queued before it; every few seconds)")
 
 
+def _log_objects(fs, directory: str) -> dict[str, int]:
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(directory, recursive=True, allow_not_found=True))
+    return {i.path: i.size for i in infos if i.type == pafs.FileType.File}
+
+
+def main_study(n: int, storage: str | None) -> None:
+    """See the module's docstring: a study of ``n`` trials of the sweep's own define-by-run
+    space (random sampler: the storage's cost, not TPE's), built, then opened by a new driver."""
+    import secrets
+
+    import optuna
+
+    from .db import commits, storage as db_storage
+    from .db.commits import STUDY_LOG
+    from .lease import sweep_lock
+    from .spec import SweepSpec
+    from .study import _JOURNALS, flush, open_study_storage
+    from .tuner import DefineByRun
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    server = None
+    if storage is None:
+        storage, server = _local_s3()
+    try:
+        spec = SweepSpec(name=f"bench-study-{secrets.token_hex(3)}", budget=30_000, dataset="digits",
+                         min_blocks=1, max_blocks=2, channel_multiple=4, trials=n)
+        uri = db_storage.join(storage, spec.name)
+        fs, path = db_storage.resolve(uri)
+        space = DefineByRun(spec.to_json())
+        with sweep_lock(uri, spec.name):
+            study_storage = open_study_storage(uri)
+            study = optuna.create_study(study_name=spec.name, storage=study_storage,
+                                        sampler=optuna.samplers.RandomSampler(seed=0))
+            before = commits.open_log(uri, STUDY_LOG).end
+            start = time.perf_counter()
+            for _ in range(n):
+                trial = study.ask()
+                space(trial)
+                flush(study_storage)  # where StudySearch.suggest ends
+                study.tell(trial, 0.5)
+            per_trial = (time.perf_counter() - start) / n
+            writes = (commits.open_log(uri, STUDY_LOG).end - before) / n
+        built = _log_objects(fs, f"{path}/{STUDY_LOG}")
+
+        commits._SHARED.clear()  # a new driver process: nothing cached
+        _JOURNALS.clear()
+        start = time.perf_counter()
+        with sweep_lock(uri, spec.name):
+            taken = time.perf_counter() - start
+            loaded = optuna.load_study(study_name=spec.name, storage=open_study_storage(uri))
+            trials = len(loaded.trials)
+            opened = time.perf_counter() - start
+        after = _log_objects(fs, f"{path}/{STUDY_LOG}")
+    finally:
+        if server is not None:
+            from tests.harness.s3 import stop
+
+            stop(server)
+    segments = [p for p in built if "/seg-" in p.rsplit("/", 1)[-1] or p.rsplit("/", 1)[-1].startswith("seg-")]
+    entries = len(built) - len(segments)
+    journal = sum(size for p, size in built.items() if p not in segments)
+    changed = [p for p in after if built.get(p) != after[p]]
+    where = "a moto_server on 127.0.0.1" if server else storage
+    print(f"the sweep's study on {where}, {n} trials (the sweep's define-by-run space, random sampler)")
+    print(f"  per trial: {per_trial * 1e3:.1f} ms (ask + tell), {writes:.2f} conditional PUTs, "
+          f"{journal / n / 1024:.1f} KiB of journal")
+    print(f"  the log: {entries} entries ({journal / 2**20:.1f} MiB), {len(segments)} segments "
+          f"({sum(built[p] for p in segments) / 2**20:.1f} MiB, every {commits.SEGMENT} entries)")
+    print(f"  a driver start on it: {taken:.2f} s to take the sweep over (reading the whole log), "
+          f"{opened:.2f} s until the study of {trials} trials is open")
+    print(f"  objects that start wrote: {len(changed)} ({sum(after[p] for p in changed) / 1024:.1f} KiB); "
+          f"none rewritten: {all(p not in built for p in changed)}")
+    print(f"  (the chain merged at each start, before: {journal / 2**20:.1f} MiB rewritten per start)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-n", type=int, help="trials per stack (24; 8 with --recorder)")
+    p.add_argument("-n", type=int, help="trials per stack (24; 8 with --recorder; 5000 with --study)")
     p.add_argument("--recorder", action="store_true",
                    help="time the trial-database recorder in Tune's thread, on object storage")
-    p.add_argument("--storage", help="with --recorder: the store to use (default: a local moto_server)")
+    p.add_argument("--study", action="store_true",
+                   help="the study on object storage: cost per trial and per driver start")
+    p.add_argument("--storage", help="with --recorder or --study: the store to use (default: a "
+                                     "local moto_server)")
     args = p.parse_args()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # localhost only, as search.run
+    if args.study:
+        main_study(args.n or 5000, args.storage)
+        return
     if args.recorder:
         main_recorder(args.n or 8, args.storage)
         return

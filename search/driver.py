@@ -37,21 +37,25 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
 
     from .db import list_sweeps, load_trials
     from .recorder import EnvironmentStop, environment_problem, mark_lost
-    from .tune_state import set_aside_unreadable_state
+    from .tune_state import set_aside_unreadable_state, take_over_experiment
     from .tuner import build_tuner
 
     segments = sweep.segments()
     while True:
         segment = segments[-1] if segments and not segments[-1].done else None
         if segment is not None:
+            segment = take_over_experiment(sweep, segment, segments)
+            segments = [*segments[:-1], segment]
             set_aside_unreadable_state(sweep, segment, say)
-            restore = tune.Tuner.can_restore(sweep.uri_of(segment.name))
+            restore = tune.Tuner.can_restore(sweep.uri_of(segment.path))
         if segment is None or not restore:
             mark_lost(spec.name, sweep.storage, live=set())  # no Tune state will resume them
             recorded = 0
             if spec.name in list_sweeps(sweep.storage):
                 recorded = int((~load_trials(sweep.storage, spec.name)["status"].isin(NOT_COUNTED)).sum())
             segments = plan_segments(segments, recorded, spec.trials)
+            if not segments[-1].done:
+                segments[-1] = dataclasses.replace(segments[-1], dir=sweep.tune_dir(segments[-1].name))
             sweep.save_segments(segments)
             if segments[-1].done:
                 return

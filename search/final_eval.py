@@ -21,7 +21,7 @@ def best_model_path(sweep, trial_id: str) -> str | None:
 
     found = []
     for segment in sweep.segments():
-        root = f"{sweep.path}/{segment.name}"
+        root = f"{sweep.path}/{segment.path}"
         entries = sweep.fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         for trial_dir in (e for e in entries if e.type == pafs.FileType.Directory and trial_id in e.base_name):
             checkpoints = sweep.fs.get_file_info(pafs.FileSelector(trial_dir.path))

@@ -14,13 +14,20 @@ is taken over, again by a conditional overwrite, so one of several waiting drive
 is judged by the store's own clock (the object's Last-Modified against the response's Date), so
 machines with skewed clocks agree. A driver rerun on the machine of a killed one need not wait
 for its lease to lapse: the lease names its holder's machine (boot id and pid namespace), and a
-holder whose pid no longer runs there is dead for sure, so its lease is taken over at once. pyarrow cannot send these headers (it drops them silently),
-so this one object is written with boto3; every other file of a sweep goes through pyarrow.
+holder whose pid no longer runs there is dead for sure, so its lease is taken over at once.
+pyarrow cannot send these headers (it drops them silently), so this object and the entries of
+the commit logs are written with boto3; every other file of a sweep goes through pyarrow.
 
-The holder gives up before anyone else can take over: ``lease.check()`` raises LeaseLost once
-the lease was taken or has not been renewed for ``ttl - ttl / 6`` seconds, and every writer of
-the sweep (the study journal, the trial database) calls it before it writes. ``on_lost`` is
-called once when that happens (from the thread that notices: usually the renewing one).
+What fences a holder that lost its lease is the store, not a check: each holder has a
+generation (one more than the lease it replaced, taken by the conditional write that took the
+lease) and, once it holds the lease, commits a takeover entry at the end of each of the sweep's
+commit logs (search.db.commits): the study journal, and the log of the trial database's parts
+and the sweep's files. Every later commit of an earlier holder lands on a taken slot and is
+refused by the store, however long that holder was paused. The holder also gives up on its own
+before anyone else can take over: a watchdog thread marks the lease lost once it has not been
+renewed for ``ttl - ttl / 6`` seconds, counted on CLOCK_BOOTTIME (which goes on while the
+machine is suspended) and whether or not a renewal is stuck on the network; ``lease.check()``
+raises LeaseLost from then on, and ``on_lost`` is called once (from the thread that notices).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import email.utils
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -40,6 +48,7 @@ from urllib.parse import parse_qsl
 from space_defs.cli import UsageError
 
 from .db import storage
+from .db.commits import LOGS, Fenced, json_object, open_log
 from .db.errors import StoreError
 
 __all__ = ["sweep_lock", "Lease", "SweepBusy", "LeaseLost", "held_lease", "writer_guard",
@@ -55,8 +64,17 @@ class SweepBusy(UsageError):
     """Another driver holds the sweep's lock."""
 
 
-class LeaseLost(StoreError):
+class LeaseLost(Fenced):
     """This driver no longer holds its sweep's lease: it must not write to the sweep again."""
+
+
+_BOOTTIME = sys.platform.startswith("linux") and hasattr(time, "CLOCK_BOOTTIME")
+
+
+def _clock() -> float:
+    """Seconds on a clock that counts time the machine spent suspended (Linux CLOCK_BOOTTIME;
+    elsewhere the monotonic clock), so that a lease deadline passes during a suspend too."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if _BOOTTIME else time.monotonic()
 
 
 def _busy(name: str, holder: str) -> SweepBusy:
@@ -103,6 +121,7 @@ class Lease:
         self.uri, self.name, self.ttl = sweep_uri, name, ttl
         self.token = uuid.uuid4().hex  # this holder, unique across hosts and runs
         self.owner = f"{socket.gethostname()} pid {os.getpid()}"
+        self.generation = 0  # on object storage: one more than the holder it replaced
         self._lost: str | None = None
         self._released = False
         self._before_release: list[Callable[[], None]] = []
@@ -123,6 +142,11 @@ class Lease:
                             "from this driver any more")
         if self._lost:
             raise LeaseLost(self._lost)
+
+    @property
+    def namespace(self) -> str:
+        """A name only this holder uses (its Tune experiment directories on object storage)."""
+        return f"g{self.generation:06d}-{self.token[:8]}"
 
     def before_release(self, write: Callable[[], None]) -> None:
         """Have ``write`` run when the lease is released, while it is still held (writers that
@@ -200,19 +224,21 @@ class _S3Lease(Lease):
         if ttl < 3:
             raise ValueError("a lease needs ttl >= 3 s (the store's clock counts whole seconds)")
         self.client, self.bucket, self.object_key = s3_client(sweep_uri, LEASE_FILE, timeout=ttl / 6)
+        self._commits = None  # the client of the commit logs (longer timeouts), made when needed
         self._margin = ttl / 6  # give up this long before anyone else may take over
         self._seq = 0
         self._etag: str | None = None
-        self._sent: dict[int, float] = {}  # renewal number -> when it was sent (monotonic)
-        self._deadline = 0.0  # monotonic: past it, the lease may be gone
+        self._sent: dict[int, float] = {}  # write number -> when it was sent (_clock)
+        self._deadline = 0.0  # _clock: past it, the lease may be gone
         self._on_lost = on_lost
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- the lease object ---------------------------------------------------------------------
     def _body(self, state: str = "held") -> bytes:
         return json.dumps({"owner": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-                           "machine": _this_machine(), "sweep": self.name, "ttl_s": self.ttl, "seq": self._seq, "state": state,
+                           "machine": _this_machine(), "sweep": self.name, "ttl_s": self.ttl,
+                           "seq": self._seq, "gen": self.generation, "state": state,
                            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
                           sort_keys=True).encode()
 
@@ -232,13 +258,8 @@ class _S3Lease(Lease):
             if _code(e) in ("NoSuchKey", "404"):
                 return None
             raise
-        raw = reply["Body"].read()
-        try:
-            body = json.loads(raw)
-            assert isinstance(body, dict)
-        except (ValueError, AssertionError):
-            raise StoreError(f"{self.uri}/{LEASE_FILE} is not a lease this program wrote; remove "
-                             "it if no driver runs this sweep") from None
+        body = json_object(reply["Body"].read(), f"{self.uri}/{LEASE_FILE} is not a lease this "
+                           "program wrote; remove it if no driver runs this sweep")
         date = reply["ResponseMetadata"]["HTTPHeaders"].get("date")
         now = email.utils.parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
         return body, reply["ETag"], reply["LastModified"], now
@@ -249,16 +270,25 @@ class _S3Lease(Lease):
         # the lease surely exceeds its ttl.
         return (now - modified).total_seconds() > ttl + 1
 
+    def _ours(self, seen) -> bool:
+        """Whether the lease object read is this holder's (a write whose reply was lost)."""
+        return seen is not None and seen[0].get("owner") == self.token and seen[0].get("state") == "held"
+
     # -- taking it ----------------------------------------------------------------------------
     def acquire(self) -> None:
         from botocore.exceptions import ClientError
 
         for _ in range(5):
             seen = self._get()
+            if self._ours(seen):  # our write landed; its reply was lost and the retry refused
+                self._etag = seen[1]
+                self._deadline = self._sent[int(seen[0]["seq"])] + self.ttl - self._margin
+                break
             self._seq += 1
-            sent = time.monotonic()
+            self._sent[self._seq] = _clock()
             try:
                 if seen is None:
+                    self.generation = 1
                     self._etag = self._put(self._body(), IfNoneMatch="*")
                 else:
                     body, etag, modified, now = seen
@@ -268,18 +298,26 @@ class _S3Lease(Lease):
                         raise _busy(self.name, f"lease held by {body.get('host', '?')} pid "
                                                f"{body.get('pid', '?')} until "
                                                f"{until:%Y-%m-%dT%H:%M:%SZ}, renewed while it runs")
+                    self.generation = int(body.get("gen", 0)) + 1
                     self._etag = self._put(self._body(), IfMatch=etag)
             except ClientError as e:
-                if _code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                    continue  # another driver moved first: look again
+                if _refused(e):
+                    continue  # another driver moved first, or our reply was lost: look again
                 raise
-            self._sent[self._seq] = sent
-            self._deadline = sent + self.ttl - self._margin
-            self._check_conditional_writes()
-            self._thread = threading.Thread(target=self._beat, name=f"lease {self.name}", daemon=True)
-            self._thread.start()
-            return
-        raise _busy(self.name, "its lease changed hands while this driver tried to take it")
+            self._deadline = self._sent[self._seq] + self.ttl - self._margin
+            break
+        else:
+            raise _busy(self.name, "its lease changed hands while this driver tried to take it")
+        self._check_conditional_writes()
+        for target in (self._beat, self._watch):
+            thread = threading.Thread(target=target, name=f"lease {self.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        try:
+            self._take_over_logs()
+        except BaseException:
+            self.release()
+            raise
 
     def _check_conditional_writes(self) -> None:
         """Refuse a store that ignores If-None-Match / If-Match: there a lease keeps no one out.
@@ -291,7 +329,7 @@ class _S3Lease(Lease):
             try:
                 self._etag = self._put(body, **condition)
             except ClientError as e:
-                if _code(e) in ("PreconditionFailed", "412"):
+                if _refused(e):
                     continue
                 raise
             self._release_quietly()
@@ -299,21 +337,57 @@ class _S3Lease(Lease):
                              f"({', '.join(condition)}), so it cannot keep a second driver off this "
                              "sweep; use AWS S3 or a store that supports them")
 
+    def _take_over_logs(self) -> None:
+        """The fence: a takeover entry at the end of each commit log of the sweep, after
+        which no earlier holder's commit is accepted there."""
+        about = {"host": socket.gethostname(), "pid": os.getpid(), "gen": self.generation}
+        for name in LOGS:
+            open_log(self.uri, name).take_over(self, about)
+
+    # -- the commit logs' writer (search.db.commits.LogWriter) ---------------------------------
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._commits is None:
+            self._commits = s3_client(self.uri, timeout=max(10.0, self.ttl), attempts=5)[0]
+        bucket, _, key = path.partition("/")
+        try:
+            self._commits.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*",
+                                     ContentType="application/json")
+        except ClientError as e:
+            if _refused(e):
+                return False
+            raise StoreError(f"cannot write to the sweep directory {self.uri} ({e}); free space "
+                             "or fix access and rerun the same command") from None
+        except BotoCoreError as e:
+            raise StoreError(f"cannot reach the store of {self.uri} ({e}); rerun the same command "
+                             "once it answers") from None
+        return True
+
+    def fenced(self, message: str) -> None:
+        self._lose(message)
+
     # -- keeping it ---------------------------------------------------------------------------
     def check(self) -> None:
         super().check()
-        if time.monotonic() > self._deadline:
+        if _clock() > self._deadline:
             self._lose(f"not renewed for {self.ttl - self._margin:.0f} s")
             super().check()
+
+    def _watch(self) -> None:
+        """The deadline, on a thread of its own: it passes while a renewal hangs on the network."""
+        while not self._stop.wait(min(0.25, self._margin / 4)):
+            if self._lost or self._released:
+                return
+            if _clock() > self._deadline:
+                self._lose(f"the store did not accept a renewal for {self.ttl - self._margin:.0f} s")
+                return
 
     def _beat(self) -> None:
         interval = self.ttl / 3
         wait = interval
         while not self._stop.wait(wait):
             if self._lost or self._released:
-                return
-            if time.monotonic() > self._deadline:
-                self._lose(f"the store did not accept a renewal for {self.ttl - self._margin:.0f} s")
                 return
             try:
                 self._renew()
@@ -328,15 +402,15 @@ class _S3Lease(Lease):
         from botocore.exceptions import ClientError
 
         self._seq += 1
-        seq, sent = self._seq, time.monotonic()
+        seq, sent = self._seq, _clock()
         self._sent[seq] = sent
         try:
             self._etag = self._put(self._body(), IfMatch=self._etag)
         except ClientError as e:
-            if _code(e) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+            if not (_refused(e) or _code(e) in ("NoSuchKey", "404")):
                 raise
             seen = self._get()  # an earlier renewal may have landed though its reply was lost
-            if seen is None or seen[0].get("owner") != self.token or seen[0].get("state") != "held":
+            if not self._ours(seen):
                 who = ("gone" if seen is None
                        else f"now held by {seen[0].get('host')} pid {seen[0].get('pid')}")
                 self._lose(f"the lease object is {who}")
@@ -369,10 +443,15 @@ class _S3Lease(Lease):
             self._run_before_release()  # still renewed meanwhile
         finally:
             self._stop.set()
-            if self._thread is not None and self._thread is not threading.current_thread():
-                self._thread.join(timeout=self.ttl)
+            for thread in self._threads:
+                if thread is not threading.current_thread():
+                    thread.join(timeout=self.ttl)
             still_ours = self.held
             Lease.release(self)
+            for name in LOGS:
+                log = open_log(self.uri, name)
+                if log.writer is self:
+                    log.writer = None
             if still_ours:
                 self._release_quietly()
 
@@ -422,7 +501,15 @@ def _code(error) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def s3_client(uri: str, name: str = "", *, timeout: float = 10.0):
+def _refused(error) -> bool:
+    """A conditional write the store refused: 412 (the condition does not hold) or 409
+    ConditionalRequestConflict (AWS: a concurrent conditional write to the key; retry)."""
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status in (409, 412) or _code(error) in ("PreconditionFailed", "ConditionalRequestConflict",
+                                                    "412", "409")
+
+
+def s3_client(uri: str, name: str = "", *, timeout: float = 10.0, attempts: int = 2):
     """(boto3 S3 client, bucket, key of ``name`` in the directory) for an s3:// URI, reaching the
     same endpoint pyarrow does: the URI's options (endpoint_override, scheme, region,
     tls_ca_file_path, tls_verify_certificates), else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and
@@ -448,7 +535,7 @@ def s3_client(uri: str, name: str = "", *, timeout: float = 10.0):
     if options.get("tls_verify_certificates", "").lower() in ("0", "false", "no"):
         verify = False
     config = Config(connect_timeout=max(1.0, timeout), read_timeout=max(1.0, timeout),
-                    retries={"max_attempts": 2, "mode": "standard"},
+                    retries={"max_attempts": attempts, "mode": "standard"},
                     s3={"addressing_style": "path"} if custom else None,
                     # no CRC headers on a tiny JSON object: S3 clones that predate them refuse them
                     request_checksum_calculation="when_required",
@@ -460,7 +547,7 @@ def s3_client(uri: str, name: str = "", *, timeout: float = 10.0):
 
 
 @contextmanager
-def sweep_lock(sweep_uri: str, name: str, *, ttl: float = DEFAULT_TTL, wait: float = 0.0,
+def sweep_lock(sweep_uri: str, name: str, *, ttl: float | None = None, wait: float = 0.0,
                on_lost: Callable[[str], None] | None = None) -> Iterator[Lease]:
     """Hold the sweep's driver lock while the block runs; SweepBusy (a UsageError: one line,
     exit 2) if another driver still holds it after ``wait`` seconds of trying (a rerun right
@@ -471,6 +558,7 @@ def sweep_lock(sweep_uri: str, name: str, *, ttl: float = DEFAULT_TTL, wait: flo
     LeaseLost once it is lost and ``on_lost(message)`` is called once (from the thread that
     notices)."""
     k = key(sweep_uri)
+    ttl = DEFAULT_TTL if ttl is None else ttl
     if storage.is_local(sweep_uri):
         lease: Lease = _LocalLease(sweep_uri, name, ttl)
     else:

@@ -140,12 +140,19 @@ class SweepRecorder(tune.Callback):
         if self._synced:
             return
         self._synced = True
+        from .db.storage import is_local
         from .tune_state import resume_from_checkpoints_that_exist
 
-        resume_from_checkpoints_that_exist(trials, self._say)
+        # On object storage a driver that lost the sweep may have logged checkpoints after
+        # Tune's snapshot: only those the snapshot names are trusted there.
+        resume_from_checkpoints_that_exist(trials, self._say, trust_log=is_local(self.storage))
         recorded = self._recorded()
         for trial in trials:
-            if recorded.get(trial.trial_id, {}).get("status", Status.RUNNING) != Status.RUNNING:
+            record = recorded.get(trial.trial_id, {})
+            # A trial the database shows running; or one whose row is ahead of its epoch rows
+            # (written by a recorder that flushed trials first and died between the two).
+            behind = record.get("epochs_done", 0) > len(record.get("epochs", {}))
+            if record.get("status", Status.RUNNING) != Status.RUNNING and not behind:
                 continue
             ended = trial.status in ("TERMINATED", "ERROR")
             results = _tune_results(trial)
@@ -162,7 +169,7 @@ class SweepRecorder(tune.Callback):
                     backfilled = True
             if ended:
                 self._end(trial, errored=trial.status == "ERROR")
-            elif backfilled:
+            elif backfilled or behind:
                 self._write(trial, Status.RUNNING)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -254,7 +261,8 @@ class SweepRecorder(tune.Callback):
             trials = load_trials(self.storage, self.spec.name)
             for row in trials.itertuples():
                 self._earlier[row.trial_id] = {"started_at": row.started_at.to_pydatetime(),
-                                               "status": row.status, "epochs": {}}
+                                               "status": row.status, "epochs": {},
+                                               "epochs_done": int(row.epochs_done or 0)}
             for row in load_epochs(self.storage, self.spec.name).to_dict("records"):
                 record = self._earlier.setdefault(row["trial_id"], {"epochs": {}})
                 record["epochs"][int(row["epoch"])] = {
@@ -362,10 +370,15 @@ def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
 
 
 def open_store(storage: str, sweep: str):
-    """The sweep's TrialStore as its driver writes it: every write checks the driver's lease."""
+    """The sweep's TrialStore as its driver writes it: every write checks the driver's lease,
+    and on object storage its parts become visible through the sweep's commit log."""
     from .db import TrialStore
+    from .db.commits import SWEEP_LOG, open_log
+    from .db.storage import is_local
 
-    return TrialStore(storage, sweep, guard=writer_guard(join(storage, sweep)))
+    uri = join(storage, sweep)
+    log = None if is_local(uri) else open_log(uri, SWEEP_LOG)
+    return TrialStore(storage, sweep, guard=writer_guard(uri), log=log)
 
 
 class _Writer:

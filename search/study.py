@@ -3,16 +3,18 @@
 Local disk: Optuna's own journal file, ``optuna.journal`` in the sweep directory (what every
 sweep so far has; ``optuna-dashboard runs/NAME/optuna.journal`` opens it).
 
-Object storage, where nothing can be appended to: the same journal as a chain of objects under
-``optuna-journal/``, one per append, each named by the range of log numbers it holds
-(``000000000000-000000000001.jsonl``: logs 0 up to, not including, 1; JSON lines exactly as in
-the journal file). A PUT is atomic, so a killed driver leaves whole objects only, and the next
-driver lists them and sees every earlier trial. Only the driver holding the sweep's lease
-(search.lease) appends, after ``lease.check()``; while it holds the lease it reads from memory,
-since nobody else writes, and when it starts it merges the chain into one object (readers take,
-at each log number, the object reaching furthest, so a merge that died half-way is harmless).
-Intermediate values (one per Tune result) are held back and written with the next other log
-(see DEFER_LOGS), so a result costs the driver no PUT.
+Object storage, where nothing can be appended to: the same journal as the sweep's study log,
+``optuna-log/`` (search.db.commits): each append is one entry holding its journal logs, created
+by a put-if-absent, so the store itself refuses an append of a driver that lost the sweep (the
+driver that took over committed a takeover entry there first). A killed driver leaves whole
+entries only, and the next driver reads every earlier trial: from segments (one object per few
+hundred entries, written as the log grows) and the entries after them, never rewriting the
+study whole. The lease holder reads the log once (when it takes it over; nobody else can write
+it meanwhile) and keeps it in memory; a reader reads what was added since it last looked.
+Logs that only fill in the trial being asked (its creation, parameters, attributes: a dozen
+logs per trial) or report intermediate values (one per Tune result) are held back and written
+with the next other log, or at the end of the searcher's ``suggest`` (StudySearch), so a trial
+costs the driver two or three PUTs (see DEFER_LOGS).
 Anyone else reads (``export``, to open it in optuna-dashboard):
 
     python -m search.study export NAME --storage s3://bucket/runs   # writes NAME.optuna.journal
@@ -21,42 +23,39 @@ Anyone else reads (``export``, to open it in optuna-dashboard):
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import re
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.fs as pafs
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
 from space_defs.cli import Parser, UsageError
 
 from .db import storage
+from .db.commits import STUDY_LOG, CommitLog, open_log
 from .db.errors import StoreError
 from .lease import held_lease, key
 
-__all__ = ["open_study_storage", "ObjectJournalBackend", "read_journal", "export", "JOURNAL_FILE",
-           "JOURNAL_DIR"]
+__all__ = ["open_study_storage", "ObjectJournalBackend", "read_journal", "export", "flush",
+           "JOURNAL_FILE", "STUDY_LOG"]
 
 JOURNAL_FILE = "optuna.journal"  # local disk: Optuna's JournalFileBackend file
-JOURNAL_DIR = "optuna-journal"  # object storage: one object per append
-_OBJECT = re.compile(r"^(\d{12})-(\d{12})\.jsonl$")
-MERGE_AT = 32  # a driver starting on a chain of more objects merges them into one
-# Intermediate values (one per Tune result, OptunaSearch.on_trial_result) are held back and
-# written with the next other log (every trial's end is one), so a result costs no PUT; at most
-# DEFER_LOGS of them, or DEFER_S seconds' worth, are lost with a killed driver (they only draw
+# Logs held back (written with the next log of another kind, when the searcher's suggest ends,
+# or when the driver releases the sweep): the trial being asked is filled in by many small logs,
+# and intermediate values come one per Tune result. At most DEFER_LOGS of them, or DEFER_S
+# seconds' worth, are lost with a killed driver: the parts of a trial being asked (the resumed
+# searcher fails such a trial, which no Tune trial runs) and intermediate values (they only draw
 # learning curves in optuna-dashboard: TPE reads final values, and ASHA is Tune's own).
 DEFER_LOGS = 64
 DEFER_S = 60.0
-_INTERMEDIATE = 7  # optuna's JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE
-_FETCHERS = 8  # objects read at once
+# optuna's JournalOperation: CREATE_TRIAL, SET_TRIAL_PARAM, SET_TRIAL_INTERMEDIATE_VALUE,
+# SET_TRIAL_USER_ATTR, SET_TRIAL_SYSTEM_ATTR
+_DEFERRED = {4, 5, 7, 8, 9}
 
 
 def open_study_storage(sweep_uri: str) -> BaseStorage:
@@ -81,32 +80,32 @@ def read_journal(sweep_uri: str) -> list[dict[str, Any]]:
 
 
 @dataclass
-class _Chain:
-    """What this process knows of one journal (shared by every backend object on it, e.g. the
-    copies Tune unpickles with its searcher)."""
+class _Journal:
+    """What this process knows of one study log as a journal (shared by every backend object
+    on it, e.g. the copies Tune unpickles with its searcher)."""
 
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    objects: list[tuple[int, int, str]] = field(default_factory=list)  # (first, end, path)
-    synced_under: str | None = None  # the lease token it was last listed under
-    pending: list[str] = field(default_factory=list)  # the last logs, not written yet
+    log: CommitLog
+    logs: list[dict[str, Any]] = field(default_factory=list)  # every log, the pending ones last
+    folded: int = 0  # entries of ``log`` whose logs are in ``logs``
+    synced_under: str | None = None  # the lease token it was last read under
+    pending: int = 0  # the last ``pending`` logs are not written yet
     pending_since: float = 0.0
-    flush_on_release: str | None = None  # the lease that writes ``pending`` when released
+    flush_on_release: str | None = None  # the lease that writes the pending logs when released
+    resets: int = 0  # times the log was found made anew (the sweep removed and run again)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_CHAINS: dict[str, _Chain] = {}
-_CHAINS_LOCK = threading.Lock()
+_JOURNALS: dict[str, _Journal] = {}
+_JOURNALS_LOCK = threading.Lock()
 
 
 class ObjectJournalBackend(BaseJournalBackend):
-    """Optuna's journal on a pyarrow filesystem without appends (see the module's docstring).
-    Pickles as its URI alone (no credentials, no cache)."""
+    """Optuna's journal on the sweep's study log (see the module's docstring). Pickles as its
+    URI alone (no credentials, no cache)."""
 
     def __init__(self, sweep_uri: str):
         self.uri = sweep_uri
-        self._key = key(sweep_uri)
-        self._fs: pafs.FileSystem | None = None
-        self._dir = ""
+        self._resets = 0  # of the journal, when this backend last read it
 
     def __getstate__(self) -> dict[str, Any]:
         return {"uri": self.uri}
@@ -116,162 +115,94 @@ class ObjectJournalBackend(BaseJournalBackend):
 
     # -- BaseJournalBackend -----------------------------------------------------------------
     def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
-        chain = self._chain()
-        with chain.lock:
-            self._sync(chain)
-            return copy.deepcopy(chain.logs[log_number_from:])  # the cache stays as read
+        journal = self._journal()
+        with journal.lock:
+            self._sync(journal)
+            if journal.resets != self._resets:
+                self._resets = journal.resets
+                if log_number_from > 0:  # Optuna's replay of the old study cannot be undone here
+                    raise StoreError(f"the study in {self.uri} was removed and made anew since this "
+                                     "process read it; open it again to read the new one")
+            return json.loads(json.dumps(journal.logs[log_number_from:]))  # the cache stays as read
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         lease = held_lease(self.uri)
         if lease is None:
             raise UsageError(f"the study of {self.uri} is written only by the sweep's driver, "
                              "which holds its lease (search.lease.sweep_lock)")
-        chain = self._chain()
-        with chain.lock:
+        journal = self._journal()
+        with journal.lock:
             lease.check()
-            self._sync(chain)
-            lines = [json.dumps(log, separators=(",", ":")) for log in logs]
-            chain.logs.extend(json.loads(line) for line in lines)  # as a reader will see them
-            if not chain.pending:
-                chain.pending_since = time.monotonic()
-            chain.pending.extend(lines)
-            if (all(log.get("op_code") == _INTERMEDIATE for log in logs)
-                    and len(chain.pending) < DEFER_LOGS
-                    and time.monotonic() - chain.pending_since < DEFER_S):
-                if chain.flush_on_release != lease.token:  # a driver that ends writes them
-                    chain.flush_on_release = lease.token
-                    lease.before_release(lambda: self._flush(chain))
+            self._sync(journal)
+            journal.logs.extend(json.loads(json.dumps(logs)))  # as a reader will see them
+            if not journal.pending:
+                journal.pending_since = time.monotonic()
+            journal.pending += len(logs)
+            if (all(log.get("op_code") in _DEFERRED for log in logs)
+                    and journal.pending < DEFER_LOGS
+                    and time.monotonic() - journal.pending_since < DEFER_S):
+                if journal.flush_on_release != lease.token:  # a driver that ends writes them
+                    journal.flush_on_release = lease.token
+                    lease.before_release(self.flush)
                 return  # written with the next append that is not one (see DEFER_LOGS)
-            self._write_pending(chain)
+            self._write_pending(journal)
 
-    def _flush(self, chain: _Chain) -> None:
-        with chain.lock:
-            self._write_pending(chain)
+    def flush(self) -> None:
+        """Write the logs held back (StudySearch calls it when a suggest ends)."""
+        journal = self._journal()
+        with journal.lock:
+            self._write_pending(journal)
 
-    def _write_pending(self, chain: _Chain) -> None:
-        if chain.pending:
-            first = len(chain.logs) - len(chain.pending)
-            path = self._put(first, len(chain.logs), chain.pending)
-            chain.objects.append((first, len(chain.logs), path))
-            chain.pending = []
+    def _write_pending(self, journal: _Journal) -> None:
+        if journal.pending:
+            logs = journal.logs[len(journal.logs) - journal.pending:]
+            try:
+                journal.log.commit({"logs": logs})
+            except StoreError:
+                self._forget_pending(journal)
+                raise
+            journal.pending = 0
+            journal.folded = journal.log.end
 
-    # -- the chain --------------------------------------------------------------------------
-    def _chain(self) -> _Chain:
-        with _CHAINS_LOCK:
-            return _CHAINS.setdefault(self._key, _Chain())
+    # -- the log ----------------------------------------------------------------------------
+    def _journal(self) -> _Journal:
+        log = open_log(self.uri, STUDY_LOG)
+        with _JOURNALS_LOCK:
+            journal = _JOURNALS.get(key(self.uri))
+            if journal is None or journal.log is not log:
+                journal = _JOURNALS[key(self.uri)] = _Journal(log)
+            return journal
 
-    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
-        if self._fs is None:
-            self._fs, path = storage.resolve(self.uri)
-            self._dir = f"{path}/{JOURNAL_DIR}"
-        return self._fs, self._dir
+    @staticmethod
+    def _forget_pending(journal: _Journal) -> None:
+        """Logs held back under a lease that was lost: never written, so forgotten."""
+        if journal.pending:
+            del journal.logs[len(journal.logs) - journal.pending:]
+            journal.pending = 0
 
-    def _sync(self, chain: _Chain) -> None:
-        """Bring ``chain`` up to date with the store: always for a reader; for the lease holder
-        once (nobody else writes while it holds the lease), merging a long chain."""
+    def _sync(self, journal: _Journal) -> None:
+        """Bring ``journal`` up to date with the store: always for a reader; for the lease
+        holder once (nobody else can commit while it holds the lease)."""
         lease = held_lease(self.uri)
         holder = lease is not None and lease.held
-        if holder and chain.synced_under == lease.token:
+        if holder and journal.synced_under == lease.token:
             return
-        if chain.pending:  # held back under a lease that was lost: never written, so forgotten
-            del chain.logs[len(chain.logs) - len(chain.pending):]
-            chain.pending = []
-        for attempt in range(3):
-            try:
-                self._extend(chain)
-                break
-            except FileNotFoundError:  # merged and deleted by the driver while we listed
-                if attempt == 2:
-                    raise
-        if holder:
-            chain.synced_under = lease.token
-            if len(chain.objects) > MERGE_AT and not chain.pending:
-                self._merge(chain)
+        self._forget_pending(journal)
+        journal.log.sync()
+        if journal.log.end < journal.folded:  # the log was read anew from its start
+            journal.logs, journal.folded = [], 0
+            journal.resets += 1
+        for entry in journal.log.entries[journal.folded:]:
+            journal.logs.extend(entry.get("logs", ()))
+        journal.folded = journal.log.end
+        journal.synced_under = lease.token if holder else None
 
-    def _extend(self, chain: _Chain) -> None:
-        fs, directory = self._filesystem()
-        try:
-            infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-        except OSError as e:
-            raise StoreError(f"cannot read the study journal in {self.uri} ({e})") from None
-        furthest: dict[int, tuple[int, str]] = {}
-        for info in infos:
-            match = _OBJECT.match(info.base_name)
-            if info.type != pafs.FileType.File or not match:
-                continue  # not a journal object: never read
-            first, end = int(match[1]), int(match[2])
-            if end > first and end > furthest.get(first, (-1, ""))[0]:
-                furthest[first] = (end, info.path)
-        todo, at = [], len(chain.logs)
-        while at in furthest:
-            end, path = furthest[at]
-            todo.append((at, end, path))
-            at = end
-        if any(first > at for first in furthest):
-            raise StoreError(f"the study journal in {directory} lacks the logs from {at} on "
-                             f"(objects after them exist); it was changed by something other than "
-                             "the sweep's driver")
-        with ThreadPoolExecutor(min(_FETCHERS, max(1, len(todo)))) as pool:
-            texts = list(pool.map(lambda item: self._get(fs, *item), todo))
-        for (first, end, path), logs in zip(todo, texts):
-            chain.logs.extend(logs)
-            chain.objects.append((first, end, path))
 
-    def _get(self, fs: pafs.FileSystem, first: int, end: int, path: str) -> list[dict[str, Any]]:
-        try:
-            with fs.open_input_stream(path) as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            if "not exist" in str(e) or "NoSuchKey" in str(e):
-                raise FileNotFoundError(path) from None
-            raise StoreError(f"cannot read the study journal object {path} ({e})") from None
-        lines = raw.decode("utf-8", errors="replace").splitlines()
-        try:
-            logs = [json.loads(line) for line in lines]
-        except json.JSONDecodeError:
-            logs = []
-        if len(logs) != end - first or not all(isinstance(log, dict) and "op_code" in log for log in logs):
-            raise StoreError(f"{path} is not a study journal object this program wrote "
-                             f"(expected {end - first} logs); move it away to open the study")
-        return logs
-
-    def _put(self, first: int, end: int, lines: list[str]) -> str:
-        fs, directory = self._filesystem()
-        path = f"{directory}/{first:012d}-{end:012d}.jsonl"
-        try:
-            storage.write_bytes(fs, path, ("\n".join(lines) + "\n").encode())
-        except OSError as e:
-            raise StoreError(f"cannot write the study journal in {self.uri} ({e}); free space "
-                             "or fix access and rerun the same command") from None
-        return path
-
-    def _merge(self, chain: _Chain) -> None:
-        """One object for the whole chain, then the objects it covers deleted (by the lease
-        holder only; a merge that dies half-way leaves objects readers skip)."""
-        held_lease(self.uri).check()
-        lines = [json.dumps(log, separators=(",", ":")) for log in chain.logs]
-        merged = self._put(0, len(lines), lines)
-        covered = [path for _, _, path in chain.objects if path != merged]
-        chain.objects = [(0, len(lines), merged)]
-        fs, directory = self._filesystem()
-        try:  # also the leftovers of earlier merges (covered, never on the chain)
-            infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-            covered += [i.path for i in infos
-                        if (m := _OBJECT.match(i.base_name)) and int(m[2]) <= len(lines)
-                        and i.path != merged and i.path not in covered]
-        except OSError:
-            pass
-
-        def delete(path: str) -> None:
-            try:
-                fs.delete_file(path)
-            except OSError:
-                pass  # left for the next merge; readers skip it
-
-        with ThreadPoolExecutor(_FETCHERS) as pool:
-            list(pool.map(delete, covered))
+def flush(storage: BaseStorage) -> None:
+    """Write what the study's backend holds back, if it holds anything back."""
+    backend = getattr(storage, "_backend", None)
+    if isinstance(backend, ObjectJournalBackend):
+        backend.flush()
 
 
 # -- optuna-dashboard -----------------------------------------------------------------------

@@ -3,6 +3,12 @@
 ``sweep.json`` (the saved SweepSpec), ``segments.json`` (its Tune experiments ``tune-1``,
 ``tune-2``, ...: a rerun with more ``--trials`` adds one), the Optuna study and ``db/`` (the
 trial database).
+
+On object storage the two files are entries of the sweep's commit log (search.db.commits), so
+only the driver holding the sweep can change them: the store refuses a commit of a driver
+that lost it. There each driver runs a segment's Tune experiment in a directory of its own,
+``tune-N/g{generation}-{token}`` (``Segment.dir``), copied from the one before when it resumes:
+what a driver that lost the sweep, or its trials, write afterwards lands where nobody reads.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from .db import storage
+from .db.commits import SWEEP_LOG, open_log
 from .db.errors import StoreError, UsageError
 from .spec import SweepSpec
 
@@ -25,6 +32,12 @@ class Segment:
     name: str  # Tune experiment directory within the sweep
     trials: int  # how many trials it runs
     done: bool = False
+    dir: str = ""  # object storage: the experiment's directory now (name/g...), else the name
+
+    @property
+    def path(self) -> str:
+        """The Tune experiment's directory within the sweep."""
+        return self.dir or self.name
 
 
 class SweepDir:
@@ -42,16 +55,34 @@ class SweepDir:
         return storage.join(self.uri, *parts)
 
     def read(self, name: str) -> str | None:
-        return storage.read_text(self.fs, f"{self.path}/{name}")
+        if self.local:
+            return storage.read_text(self.fs, f"{self.path}/{name}")
+        log = open_log(self.uri, SWEEP_LOG)
+        if log.writer is None:  # the holder knows every entry: only it commits
+            log.sync()
+        return next((e["files"][name] for e in reversed(log.entries) if name in e.get("files", {})),
+                    None)
 
     def write(self, name: str, text: str) -> None:
-        """Replace the file whole; LeaseLost if this driver no longer holds the sweep's lease."""
+        """Replace the file whole; LeaseLost if this driver no longer holds the sweep's lease
+        (on object storage: the store refuses the commit of a driver that lost it)."""
         from .lease import held_lease
 
         if (lease := held_lease(self.uri)) is not None:
             lease.check()
+        if not self.local:
+            open_log(self.uri, SWEEP_LOG).commit({"files": {name: text}})
+            return
         self.fs.create_dir(self.path, recursive=True)
         storage.write_bytes(self.fs, f"{self.path}/{name}", text.encode())
+
+    def tune_dir(self, segment: str) -> str:
+        """Where this driver runs the segment's Tune experiment: on object storage a directory
+        only the holder of the sweep's lease uses (see the module's docstring)."""
+        from .lease import held_lease
+
+        lease = held_lease(self.uri)
+        return segment if self.local or lease is None else f"{segment}/{lease.namespace}"
 
     def check_writable(self) -> None:
         """StoreError, before anything runs, if the sweep directory cannot be written."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,32 @@ def failure_result(error: BaseException, last: dict[str, Any] | None, arch: WRNC
             ERROR: f"{type(error).__name__}: {error}"[:500], NOTE: ""}
 
 
-def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> None:
+@dataclass(frozen=True)
+class Fence:
+    """On object storage: the sweep and the lease generation of the driver that runs the trial."""
+
+    sweep_uri: str
+    generation: int
+
+    def current(self) -> bool:
+        """Whether that driver still holds the sweep (one GET of the lease object); a store
+        that cannot be read says nothing, and the trial goes on."""
+        from .lease import LEASE_FILE, s3_client
+
+        try:
+            client, bucket, key = s3_client(self.sweep_uri, LEASE_FILE)
+            body = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except Exception:  # noqa: BLE001 - unreadable now: the driver's own fence still holds
+            return True
+        return body.get("gen") == self.generation and body.get("state") == "held"
+
+
+class Superseded(Exception):
+    """The trial's driver no longer holds the sweep: the trial ends without writing more."""
+
+
+def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str,
+                fence: Fence | None = None) -> None:
     """Train the architecture in ``config``; resumes from Tune's checkpoint after a failure.
 
     Errors that a retry cannot fix (out of memory at this size, an invalid config) end the trial
@@ -50,7 +77,10 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
     before training starts, and the driver stops the sweep without counting the trial (the
     recorder's ``environment_stop``). Any other error of its own is retried from the last
     checkpoint OWN_ERROR_RETRIES times (counted beside the trial, across nodes), then ends it
-    as ``failed``; losing its node is Tune's to retry, many more times (search.cluster)."""
+    as ``failed``; losing its node is Tune's to retry, many more times (search.cluster). With a
+    ``fence`` (object storage), a trial whose driver lost the sweep stops before its next
+    checkpoint: what it would write lands in a directory nobody reads (search.sweepdir), and
+    the GPU is freed for the sweep's new driver."""
     import torch
 
     from trainer import fit
@@ -70,18 +100,26 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str) -> Non
     device = trial_device(fake_gpus=spec.fake_gpus)  # EnvironmentProblem: the sweep stops
     note = device.note  # said once, with the first epoch of this attempt
 
+    def still_ours() -> None:
+        if fence is not None and not fence.current():
+            raise Superseded
+
     def report(epoch: EpochReport) -> None:
         nonlocal last, note
+        still_ours()
         last = {**epoch_result(epoch, arch), DEVICE: device.name, GPUS: device.gpus}
         last[NOTE] = "; ".join(n for n in (note, last[NOTE]) if n)
         note = ""
         tune.report(last, checkpoint=tune.Checkpoint.from_directory(epoch.checkpoint_dir))
 
     try:
+        still_ours()
         fit(arch, recipe, spec.dataset, report=report, checkpoint_dir=state_dir, data_dir=data_dir,
             device=device.device)
     except EnvironmentProblem:
         raise  # not the config's fault, nor retried here: the driver stops the sweep
+    except Superseded:
+        return
     except (torch.OutOfMemoryError, ValueError) as e:
         tune.report(failure_result(e, last, arch))
     except Exception as e:  # noqa: BLE001 - the trial's own error: retried a few times

@@ -7,9 +7,11 @@ mid-write leaves a snapshot torn, and Tune then fails or silently starts over.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickletools
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.fs as pafs
 
@@ -21,7 +23,7 @@ TUNE_STATE = re.compile(r"(experiment_state|search_gen_state|searcher-state|call
 def set_aside_unreadable_state(sweep: SweepDir, segment: Segment, say=print) -> None:
     """Newest first, move a snapshot with any torn file aside, whole, so that the restore
     uses the newest intact one."""
-    entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.name}",
+    entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.path}",
                                                        allow_not_found=True))
     snapshots: dict[str, list[str]] = {}
     for e in entries:
@@ -35,6 +37,45 @@ def set_aside_unreadable_state(sweep: SweepDir, segment: Segment, say=print) -> 
             sweep.fs.move(path, path + ".unreadable")
         say(f"{segment.name}: Tune's snapshot {stamp} is torn ({', '.join(sorted(torn))}; kept as "
             ".unreadable); resuming from the one before it")
+
+
+def take_over_experiment(sweep: SweepDir, segment: Segment, segments: list[Segment]) -> Segment:
+    """On object storage: the segment's Tune experiment copied into this driver's own
+    directory (``SweepDir.tune_dir``), which becomes the segment's directory (committed with
+    segments.json). The driver that ran it before, and its trials, may still write where it
+    was (they were paused, or are cut off): none of that reaches the copy, which is all this
+    driver and the readers after it look at. Copies are made by the store (CopyObject); a file
+    that changed while the directory was copied is copied again."""
+    own = sweep.tune_dir(segment.name)
+    if own == segment.path:
+        return segment
+    source, target = f"{sweep.path}/{segment.path}", f"{sweep.path}/{own}"
+    copied: dict[str, tuple[int, object]] = {}
+    for _ in range(5):
+        files = _files(sweep.fs, source)
+        todo = [p for p, stamp in files.items() if copied.get(p) != stamp]
+        if not todo:
+            break
+
+        def copy(path: str) -> None:
+            destination = target + path[len(source):]
+            sweep.fs.create_dir(destination.rpartition("/")[0], recursive=True)
+            sweep.fs.copy_file(path, destination)
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(copy, todo))
+        copied.update((p, files[p]) for p in todo)
+    else:
+        raise RuntimeError(f"{source} kept changing while it was copied; is its old driver running?")
+    adopted = dataclasses.replace(segment, dir=own)
+    sweep.save_segments([adopted if s == segment else s for s in segments])
+    return adopted
+
+
+def _files(fs: pafs.FileSystem, directory: str) -> dict[str, tuple[int, object]]:
+    """Every file below ``directory``: path -> (size, modification time)."""
+    infos = fs.get_file_info(pafs.FileSelector(directory, recursive=True, allow_not_found=True))
+    return {i.path: (i.size, i.mtime) for i in infos if i.type == pafs.FileType.File}
 
 
 def _intact(fs: pafs.FileSystem, path: str) -> bool:
@@ -66,19 +107,21 @@ def logged_results(trial) -> list[dict]:
         return []
 
 
-def resume_from_checkpoints_that_exist(trials, say) -> None:
-    """Point every restored trial at checkpoints that exist, before it runs again.
+def resume_from_checkpoints_that_exist(trials, say, *, trust_log: bool = True) -> None:
+    """Point every restored trial at a checkpoint that exists, before it runs again.
 
     Tune's snapshot lags its trials by a few seconds, and a trial keeps only its newest
     ``num_to_keep`` checkpoints: after a driver dies, the snapshot can name checkpoints deleted
     since (the one the trial would resume from among them: Tune then fails the trial with
     "does not exist on storage anymore"), and not know newer ones. Each trial resumes from the
-    newest checkpoint that exists among those its snapshot or its result.json names (a
-    checkpoint is logged only once it was written whole), or, if none exists, restarts from
-    epoch 0, said through ``say(trial, message)``. The deleted ones are forgotten (else the
-    trial's next checkpoint makes Tune delete them again: FileNotFoundError, an ERROR traceback,
-    the rest of its bookkeeping skipped), and the next checkpoint is numbered after every one
-    that exists, so none is overwritten."""
+    newest checkpoint that exists among those its snapshot names and, with ``trust_log``, those
+    its result.json names (a checkpoint is logged only once it was written whole); if none
+    exists it restarts from epoch 0, said through ``say(trial, message)``. Checkpoint
+    directories newer than the one it resumes from (uploads cut off mid-way, or, without
+    ``trust_log``, ones the snapshot never recorded: on object storage a driver that lost the
+    sweep may have written them) are removed, the deleted ones forgotten (else Tune deletes
+    them again as the trial goes on: FileNotFoundError, an ERROR traceback, the rest of its
+    bookkeeping skipped), and the next checkpoint is numbered after the one it resumes from."""
     from ray.train._internal.checkpoint_manager import _TrainingResult
     from ray.train.constants import CHECKPOINT_DIR_NAME
     from ray.tune import Checkpoint
@@ -88,26 +131,31 @@ def resume_from_checkpoints_that_exist(trials, say) -> None:
             continue  # runs no more
         manager, storage = trial.run_metadata.checkpoint_manager, trial.storage
         fs = storage.storage_filesystem
+        on_storage = {e.path for e in fs.get_file_info(pafs.FileSelector(storage.trial_fs_path,
+                                                                         allow_not_found=True))
+                      if e.type == pafs.FileType.Directory and _index(e.path) >= 0}
         latest = manager._latest_checkpoint_result
         known = {r.checkpoint.path: r for r in [*manager._checkpoint_results, *([latest] if latest else [])]}
         logged = {}
-        for result in logged_results(trial):
+        for result in logged_results(trial) if trust_log else ():
             if name := result.get(CHECKPOINT_DIR_NAME):
                 path = f"{storage.trial_fs_path}/{name}"
                 logged[path] = _TrainingResult(checkpoint=Checkpoint(path, fs), metrics=result)
         candidates = {**logged, **known}  # the snapshot's own records where it has them
+        exists = sorted((p for p in candidates if p in on_storage), key=_index)
+        resume = _index(exists[-1]) if exists else -1
+        for path in on_storage:
+            if _index(path) > resume:
+                fs.delete_dir(path)
         if not candidates:
             continue  # never checkpointed: starts from epoch 0 anyway
-        infos = fs.get_file_info(list(candidates))
-        exists = sorted((p for p, info in zip(candidates, infos) if info.type != pafs.FileType.NotFound),
-                        key=_index)
         manager._checkpoint_results = [candidates[p] for p in exists]  # Tune deletes the oldest
         manager._latest_checkpoint_result = candidates[exists[-1]] if exists else None
         trial.run_metadata.invalidate_cache()
         if not exists:
             say(trial, "none of its checkpoints is left on the storage; restarted from epoch 0")
             continue
-        storage.current_checkpoint_index = max(storage.current_checkpoint_index, _index(exists[-1]))
+        storage.current_checkpoint_index = resume
         if latest is None or latest.checkpoint.path != exists[-1]:
             named = "none" if latest is None else _name(latest.checkpoint.path)
             state = "" if latest is None else (", gone" if latest.checkpoint.path not in exists else ", older")

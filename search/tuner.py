@@ -12,14 +12,14 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from .cluster import failure_config
 from .recorder import SweepRecorder
 from .spec import SweepSpec
 from .sweepdir import Segment, SweepDir
-from .trainable import train_trial
+from .trainable import Fence, train_trial
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,17 @@ class StudySearch(OptunaSearch):
         known = self._ot_study._storage.get_trial(ot_trial._trial_id)
         return known.state.is_finished() or step in known.intermediate_values
 
+    def suggest(self, trial_id: str):
+        """Optuna's ask, with the logs that fill in the new trial written at once, in one go
+        (search.study holds them back until here)."""
+        from .study import flush
+
+        try:
+            return super().suggest(trial_id)
+        finally:
+            if self._ot_study is not None:
+                flush(self._ot_study._storage)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if not self._told_before(trial_id, result.get(TRAINING_ITERATION)):
             super().on_trial_result(trial_id, result)
@@ -79,6 +90,31 @@ class StudySearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class SweepSearch(SearchGenerator):
+    """Tune's SearchGenerator around the sweep's searcher, except where a restored segment
+    creates its new trials. Tune's own, restored from a snapshot, creates them in the experiment
+    directory the snapshot was taken in; on object storage each driver runs the experiment in a
+    directory of its own (search.sweepdir), so there that would be the previous driver's, which
+    nobody reads any more. This one creates them where the experiment is now."""
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        import copy
+
+        import pyarrow.fs as pafs
+
+        from .lease import held_lease
+
+        storage = self._experiment.storage
+        if isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
+            return  # one directory per segment on local disk
+        lease = held_lease("s3://" + storage.storage_fs_path.rpartition("/")[0])
+        if lease is not None and storage.experiment_dir_name != lease.namespace:
+            moved = copy.copy(storage)
+            moved.experiment_dir_name = lease.namespace
+            self._experiment.storage = self._experiment.spec["storage"] = moved
 
 
 class GridOrder(optuna.samplers.GridSampler):
@@ -145,19 +181,33 @@ def trials_at_once(spec: SweepSpec, segment: Segment) -> int:
     return min(spec.max_concurrent or segment.trials, segment.trials)
 
 
+def trial_fence(sweep: SweepDir) -> Fence | None:
+    """What a trial checks before it writes a checkpoint: on object storage, that its driver
+    still holds the sweep (its generation is the lease's), else it ends without writing."""
+    from .lease import held_lease
+
+    lease = held_lease(sweep.uri)
+    if sweep.local or lease is None:
+        return None
+    return Fence(sweep.uri, lease.generation)
+
+
 def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bool, data_dir: str,
                 restore: bool, trainable=train_trial, callbacks=()) -> tune.Tuner:
     """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks and the
-    fault tests pass their own); ``callbacks`` are added to the recorder."""
+    fault tests pass their own); ``callbacks`` are added to the recorder. The experiment is
+    ``segment.path`` in the sweep directory."""
     # Tune's result.json stays (the recorder backfills from it); its CSV and TensorBoard logs
     # duplicate the trial database, and tensorboardX would import torch into the driver (3 s).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trainable = tune.with_resources(
-        tune.with_parameters(trainable, spec_json=spec.to_json(), data_dir=data_dir),
+        tune.with_parameters(trainable, spec_json=spec.to_json(), data_dir=data_dir,
+                             fence=trial_fence(sweep)),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     if restore:
-        return tune.Tuner.restore(sweep.uri_of(segment.name), trainable,
+        return tune.Tuner.restore(sweep.uri_of(segment.path), trainable,
                                   resume_unfinished=True, resume_errored=True)
+    parent, _, leaf = segment.path.rpartition("/")
     metric, mode = objective(spec)
     searcher = StudySearch(
         space=DefineByRun(spec.to_json()), metric=metric, mode=mode,
@@ -166,10 +216,11 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=trials_at_once(spec, segment)),
+            search_alg=SweepSearch(ConcurrencyLimiter(searcher,
+                                                      max_concurrent=trials_at_once(spec, segment))),
             scheduler=scheduler(spec), num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=segment.name, storage_path=sweep.uri, verbose=0,
+            name=leaf, storage_path=sweep.uri_of(parent) if parent else sweep.uri, verbose=0,
             callbacks=[JsonLoggerCallback(), SweepRecorder(spec, sweep.storage),
                        *callbacks],
             failure_config=failure_config(),

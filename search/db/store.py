@@ -6,6 +6,13 @@ the part with the highest ``hi``; a part whose range lies inside another's was m
 (a compaction that died before deleting its inputs) and is skipped. Every part is written
 atomically (temp file + fsync + rename on local disk, one object PUT on object stores), so a
 reader never sees half a file, and a driver that died and resumed only adds newer rows.
+
+Which parts exist: on local disk, the files in the table's directory (one driver at a time, by
+an OS file lock); on object storage, the parts the sweep's commit log (search.db.commits,
+``{root}/{sweep}/commits/``) has added and not removed. There a flush writes its parts (under
+names nobody else uses), then commits them all in one entry, so the tables change together
+or not at all, and a driver that lost the sweep cannot make a part visible: its commit is
+refused by the store.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import storage
+from .commits import SWEEP_LOG, CommitLog
 from .errors import StoreError, UsageError
 from .schema import (EPOCHS, EVALS, METADATA_KEY, SCHEMA_VERSION, TABLES, TRIALS, EpochRow,
                      EvalRow, Table, TrialRow, file_metadata)
@@ -34,6 +42,9 @@ from .storage import DEFAULT_STORAGE
 __all__ = ["TrialStore", "list_sweeps", "load_sweep", "load_trials", "load_epochs", "load_evals"]
 
 DB_DIR = "db"
+# Epochs before trials: on local disk a flush writes one file per table, and a driver killed
+# between them must not leave a trial's row ahead of its epoch rows.
+FLUSH_ORDER = (EPOCHS.name, EVALS.name, TRIALS.name)
 _PART = re.compile(r"^(\d{20})-(\d{20})-L(\d+)-([0-9a-f]{12})\.parquet$")
 
 
@@ -92,14 +103,16 @@ class TrialStore:
     part per table with rows; rows with an existing key supersede the stored ones. Parts are
     merged ``fanout`` at a time so readers open O(fanout * log n) files. ``guard`` is called
     before every write and delete (the driver's lease check: it raises once this process may
-    no longer write to the sweep).
+    no longer write to the sweep). ``log``: the sweep's commit log, through which the parts of
+    a sweep on object storage are made visible (see the module's docstring).
     """
 
     def __init__(self, root: str | os.PathLike, sweep: str, *, filesystem: pafs.FileSystem | None = None,
                  flush_interval_s: float = 0.0, fanout: int = 16,
-                 guard: Callable[[], None] | None = None) -> None:
+                 guard: Callable[[], None] | None = None, log: CommitLog | None = None) -> None:
         self.sweep = check_sweep_name(sweep)
         self._guard = guard or (lambda: None)
+        self._log = log
         self._fs, base = storage.resolve(root, filesystem)
         self._dir = f"{base}/{sweep}/{DB_DIR}"
         self._flush_interval_s = flush_interval_s
@@ -110,7 +123,7 @@ class TrialStore:
         horizon = time.time_ns() + 86_400 * 10**9  # a day of clock skew between driver hosts
         for name in TABLES:
             self._fs.create_dir(self._table_dir(name), recursive=True)
-            for p in _list_parts(self._fs, self._table_dir(name), strict=False):
+            for p in self._parts(TABLES[name]):
                 if p.hi > horizon:
                     raise StoreError(f"{p.path}: write sequence {p.hi} lies in the future; not a part "
                                      "this store wrote - move it out of the db/ directory")
@@ -129,15 +142,32 @@ class TrialStore:
             self.flush()
 
     def flush(self) -> None:
-        for name, rows in self._buffer.items():
-            if rows:
+        added: dict[str, list[str]] = {}
+        for name in FLUSH_ORDER:
+            if rows := self._buffer[name]:
                 table = TABLES[name]
                 latest = {tuple(getattr(r, k) for k in table.key): r for r in rows}
                 self._seq = max(self._seq + 1, time.time_ns())
-                self._put(table, table.to_arrow(list(latest.values())), self._seq, self._seq, 0)
-                rows.clear()
-                self._merge_full_levels(table)
+                added[name] = [self._put(table, table.to_arrow(list(latest.values())), self._seq,
+                                         self._seq, 0)]
+        self._commit(added, {})  # every table's new rows at once
+        for name in FLUSH_ORDER:
+            if self._buffer[name]:
+                self._buffer[name].clear()
+                self._merge_full_levels(TABLES[name])
         self._last_flush = time.monotonic()
+
+    def _commit(self, added: dict[str, list[str]], removed: dict[str, list[str]]) -> None:
+        """Make parts visible (and merged ones invisible) through the commit log, if the
+        store has one (on local disk a part is visible once it is renamed into place)."""
+        if self._log is not None and (added or removed):
+            self._log.commit({"db": {"add": added, "remove": removed}})
+
+    def _parts(self, table: Table) -> list[Part]:
+        """The parts of the table that exist (see the module's docstring)."""
+        if self._log is None:
+            return _list_parts(self._fs, self._table_dir(table.name), strict=False)
+        return committed_parts(self._log.entries, self._table_dir(table.name), table.name)
 
     def compact(self) -> None:
         """Merge every table into one part (e.g. at the end of a sweep)."""
@@ -171,16 +201,19 @@ class TrialStore:
     def _drop_merged(self, table: Table) -> list[Part]:
         """Delete the inputs a dead compaction left behind, once their merged part checks out;
         return the live parts."""
-        parts = _list_parts(self._fs, self._table_dir(table.name), strict=False)
+        parts = self._parts(table)
         live = _live(parts)
         stale = [p for p in parts if p not in live]
         for container in {c for p in stale for c in live if c.lo <= p.lo and p.hi <= c.hi}:
             _open_part(self._fs, container, table, read=False)
+        self._commit({}, {table.name: [p.path.rsplit("/", 1)[-1] for p in stale]} if stale else {})
         self._delete(stale)
         return live
+
     def _merge(self, table: Table, parts: list[Part], level: int) -> None:
         merged = _latest(table, [(p, _open_part(self._fs, p, table)) for p in parts])
-        self._put(table, merged, max(p.hi for p in parts), min(p.lo for p in parts), level)
+        name = self._put(table, merged, max(p.hi for p in parts), min(p.lo for p in parts), level)
+        self._commit({table.name: [name]}, {table.name: [p.path.rsplit("/", 1)[-1] for p in parts]})
         self._delete(parts)
 
     def _delete(self, parts: Iterable[Part]) -> None:
@@ -193,7 +226,7 @@ class TrialStore:
             except FileNotFoundError:
                 pass
 
-    def _put(self, table: Table, data: pa.Table, hi: int, lo: int, level: int) -> None:
+    def _put(self, table: Table, data: pa.Table, hi: int, lo: int, level: int) -> str:
         name = f"{hi:020d}-{lo:020d}-L{level}-{secrets.token_hex(6)}.parquet"
         path = f"{self._table_dir(table.name)}/{name}"
         buf = pa.BufferOutputStream()
@@ -205,6 +238,7 @@ class TrialStore:
             raise StoreError(f"cannot write the trial database in {self._dir}: {e.strerror or e}; "
                              "free space or make the storage writable, then rerun the same command "
                              "to resume (nothing written so far is lost)") from None
+        return name
 
 
 def _list_parts(fs: pafs.FileSystem, table_dir: str, *, strict: bool) -> list[Part]:
@@ -218,6 +252,22 @@ def _list_parts(fs: pafs.FileSystem, table_dir: str, *, strict: bool) -> list[Pa
         elif strict:
             raise StoreError(f"{info.path}: foreign entry in the trial database (not a part this "
                              "store wrote); move it out of the db/ directory")
+    return parts
+
+
+def committed_parts(entries: list[dict[str, Any]], table_dir: str, table: str) -> list[Part]:
+    """The table's parts that a sweep's commit log has added and not removed."""
+    names: dict[str, None] = {}
+    for entry in entries:
+        db = entry.get("db") or {}
+        for name in db.get("remove", {}).get(table, ()):
+            names.pop(name, None)
+        for name in db.get("add", {}).get(table, ()):
+            names[name] = None
+    parts = []
+    for name in names:
+        if m := _PART.match(name):
+            parts.append(Part(f"{table_dir}/{name}", int(m[1]), int(m[2]), int(m[3])))
     return parts
 
 
@@ -294,9 +344,15 @@ def _latest(table: Table, parts: list[tuple[Part, pa.Table]]) -> pa.Table:
     return data.take(np.sort(last.to_numpy()))
 
 
-def _read_table(fs: pafs.FileSystem, table_dir: str, table: Table) -> pa.Table:
+def _read_table(fs: pafs.FileSystem, sweep_dir: str, table: Table) -> pa.Table:
+    table_dir = f"{sweep_dir}/{DB_DIR}/{table.name}"
+    log = CommitLog(fs, f"{sweep_dir}/{SWEEP_LOG}", "sweep's commit log")
     for _ in range(5):
-        live = _live(_list_parts(fs, table_dir, strict=True))
+        log.sync()  # on local disk there is none
+        if log.end:
+            live = _live(committed_parts(log.entries, table_dir, table.name))
+        else:
+            live = _live(_list_parts(fs, table_dir, strict=True))
         try:
             return _latest(table, [(p, _open_part(fs, p, table)) for p in live])
         except FileNotFoundError:
@@ -316,7 +372,7 @@ def _load(table: Table, root: str | os.PathLike, sweeps: str | Iterable[str] | N
         if unknown:
             raise UsageError(f"unknown sweep {unknown[0]!r} under {root}; known sweeps: "
                              f"{', '.join(known) or 'none'}")
-    data = [_read_table(fs, f"{base}/{s}/{DB_DIR}/{table.name}", table) for s in names]
+    data = [_read_table(fs, f"{base}/{s}", table) for s in names]
     df = (pa.concat_tables(data) if data else table.schema.empty_table()).to_pandas()
     return filter_rows(df, table.columns, filters)
 

@@ -25,13 +25,20 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Fault:
-    at: str  # start | epoch (in a trial) | db_write | final_eval (in the driver)
-    action: str  # raise | oom | diverge (absurd lr) | hold (wait for release()) | kill (the driver)
+    at: str  # start | epoch (in a trial) | db_write | final_eval | lease (in the driver)
+    action: str  # raise | oom | diverge (absurd lr) | hold (wait for release()) | kill (SIGKILL
+    #              the driver) | ttl | stall | kill_between_parts (SIGKILL the driver between
+    #              the two parts of one flush)
     epoch: int = 1  # at="epoch": after this epoch (and every later one) was reported
     nth: int = 1  # driver points: the nth time the point is reached
     sticky: bool = True  # fires again when the trial that claimed it is retried
     group: str = ""  # faults of one group land on one trial (the first to reach one of them)
     claims: str = ""  # directory for claim files (trial faults)
+    table: str = ""  # at="db_write": count only the parts of this table
+    status: str = ""  # action="kill_between_parts": in a flush whose trials part holds this status
+    old_order: bool = False  # db_write: flush trials before epochs (the old recorder), a trial's
+    #                          last result and its end in one flush
+    seconds: float = 0.0  # at="lease", action="ttl": the driver's lease ttl
 
 
 class InjectedFault(RuntimeError):
@@ -103,7 +110,7 @@ def release(claims: str) -> None:
 def faulty_trainable(faults: list[Fault]):
     """search.trainable.train_trial with the trial faults injected around it."""
 
-    def train_faulty(config, *, spec_json: str, data_dir: str) -> None:
+    def train_faulty(config, *, spec_json: str, data_dir: str, fence=None) -> None:
         from ray import tune
 
         from search.spec import SweepSpec
@@ -132,7 +139,7 @@ def faulty_trainable(faults: list[Fault]):
 
         tune.report = report_then_fail
         try:
-            train_trial(config, spec_json=spec_json, data_dir=data_dir)
+            train_trial(config, spec_json=spec_json, data_dir=data_dir, fence=fence)
         finally:
             tune.report = report
 
@@ -142,19 +149,44 @@ def faulty_trainable(faults: list[Fault]):
 
 
 def arm_driver(faults: list[Fault]) -> None:
-    """Kill this (driver) process at the nth database write, between the temp file's fsync and
-    its rename, or after the nth final evaluation was stored."""
-    seen = {"db_write": 0, "final_eval": 0}
+    """Kill this (driver) process at the nth database write (of a table, or of any), between
+    the temp file's fsync and its rename, or after the nth final evaluation was stored. Lease
+    faults: ``ttl`` gives the driver's lease that ttl; ``stall``: from a SIGUSR2 on, the
+    driver's lease clock stands still and its renewals hang (a machine suspended on a clock that
+    does not count the suspend: it cannot tell that its lease lapses), said on stdout."""
+    seen: dict[str, int] = {}
 
-    def due(at: str) -> bool:
-        seen[at] += 1
-        return any(f.at == at and f.action == "kill" and f.nth == seen[at] for f in faults)
+    def due(at: str, table: str = "") -> bool:
+        hit = False
+        for key in {"", table}:
+            seen[f"{at}:{key}"] = seen.get(f"{at}:{key}", 0) + 1
+        for f in faults:
+            if f.at == at and f.action == "kill" and f.nth == seen[f"{at}:{f.table}"] and f.table in ("", table):
+                hit = True
+        return hit
+
+    for fault in faults:
+        if fault.at == "lease" and fault.action == "ttl":
+            from search import lease
+
+            lease.DEFAULT_TTL = fault.seconds
+        if fault.at == "lease" and fault.action == "stall":
+            signal.signal(signal.SIGUSR2, _stall_lease)
+
+    between = [f for f in faults if f.at == "db_write" and f.action == "kill_between_parts"]
+    flush_parts: list[set[str]] = []  # the statuses in each part the current flush renamed so far
 
     replace = os.replace
 
     def replace_or_die(src, dst, *args, **kwargs):
-        if f"{os.sep}db{os.sep}" in os.fspath(dst) and due("db_write"):
-            os.kill(os.getpid(), signal.SIGKILL)
+        parts = os.fspath(dst).split(os.sep)
+        if "db" in parts:
+            table = parts[parts.index("db") + 1]
+            if due("db_write", table):
+                os.kill(os.getpid(), signal.SIGKILL)
+            flush_parts.append(_statuses(src) if table == "trials" else set())
+            if len(flush_parts) == 2 and any(f.status in set().union(*flush_parts) for f in between):
+                os.kill(os.getpid(), signal.SIGKILL)
         return replace(src, dst, *args, **kwargs)
 
     os.replace = replace_or_die
@@ -175,7 +207,57 @@ def arm_driver(faults: list[Fault]) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
         return out
 
-    TrialStore.write, TrialStore.flush = write_noting_evals, flush_or_die
+    def flush_noting_parts(self, *args, **kwargs):
+        flush_parts.clear()
+        return flush_or_die(self, *args, **kwargs)
+
+    TrialStore.write, TrialStore.flush = write_noting_evals, flush_noting_parts
+    if any(f.old_order for f in between):
+        _old_order()
+
+
+def _old_order() -> None:
+    """The recorder before: trials flushed before epochs; and a trial's last result recorded
+    together with its end (the writer thread held off meanwhile), so that they share a flush."""
+    from search import recorder
+    from search.db import store
+
+    store.FLUSH_ORDER = ("trials", "epochs", "evals")
+    on_result, on_complete = recorder.SweepRecorder.on_trial_result, recorder.SweepRecorder.on_trial_complete
+    last: dict[str, tuple] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("epoch") == self.spec.recipe.epochs:
+            last[trial.trial_id] = (iteration, trials, trial, result)
+            return None
+        return on_result(self, iteration, trials, trial, result, **info)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        with self.writer._cond:
+            if trial.trial_id in last:
+                on_result(self, *last.pop(trial.trial_id))
+            return on_complete(self, iteration, trials, trial, **info)
+
+    recorder.SweepRecorder.on_trial_result = on_trial_result
+    recorder.SweepRecorder.on_trial_complete = on_trial_complete
+
+
+def _statuses(path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return set(pq.read_table(path, columns=["status"]).column("status").to_pylist())
+
+
+def _stall_lease(signum, frame) -> None:
+    import threading
+
+    from search import lease
+
+    hang = threading.Event()
+    for held in list(lease._HELD.values()):
+        held._deadline = float("inf")
+        held._renew = hang.wait
+    print("[harness] lease stalled", flush=True)
 
 
 def main(argv: list[str]) -> int:

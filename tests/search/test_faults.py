@@ -102,6 +102,32 @@ def test_sigkill_while_the_database_is_written(tmp_path, ray_address):
     assert len(epochs) >= len(epochs_before)
 
 
+@pytest.mark.parametrize("old_order", [False, True], ids=["epochs-first", "trials-first-repaired"])
+def test_sigkill_between_the_parts_of_one_flush(tmp_path, ray_address, old_order):
+    """A flush writes one file per table; the driver is killed between the two files of the
+    flush that records a trial's end. Epochs first (ours): the database never shows a trial
+    ahead of its epoch rows. Trials first (the recorder before, on a slow store so that the
+    last result and the end share a flush): it shows the finished trial ahead, and the resumed
+    sweep repairs it. Either way the sweep ends exact."""
+    from search.db import load_epochs
+
+    cmd = sweep_command(tmp_path, "f", "--trials", "2", "--epochs", "2", "--scheduler", "none",
+                        "--address", ray_address)
+    killed = run(with_faults(cmd, tmp_path, {"at": "db_write", "action": "kill_between_parts",
+                                             "status": "finished", "old_order": old_order}))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    trials = load_trials(tmp_path, "f").set_index("trial_id")
+    recorded = load_epochs(tmp_path, "f").groupby("trial_id")["epoch"].count()
+    ahead = trials[trials["epochs_done"] > recorded.reindex(trials.index, fill_value=0)]
+    if old_order:
+        assert list(ahead["status"]) == ["finished"], trials
+    else:
+        assert ahead.empty, trials
+    out = run(cmd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    check_database(tmp_path, "f", 2, 2)
+
+
 def test_sigkill_during_final_evaluation(tmp_path, ray_address):
     cmd = sweep_command(tmp_path, "e", "--trials", "3", "--epochs", "2", "--address", ray_address,
                         "--scheduler", "none", "--final-eval", "2", "--final-attacks", "clean,pgd20")
