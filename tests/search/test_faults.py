@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from search.db import load_evals
+from search.db import load_evals, load_trials
 from tests.harness import last_json
 
 from tests.harness.faults import held
