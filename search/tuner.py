@@ -11,13 +11,13 @@ import optuna
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from .cluster import failure_config
 from .recorder import SweepRecorder
 from .spec import SweepSpec
+from .strategy import sampler, scheduler
 from .sweepdir import Segment, SweepDir
 from .trainable import train_trial
 
@@ -115,23 +115,6 @@ def queue_baselines(study: optuna.Study, spec: SweepSpec) -> None:
             study.enqueue_trial(point, skip_if_exists=True)
 
 
-def sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
-    if spec.sampler == "grid":
-        return GridOrder(spec.search_space().grid_search_space(), seed=seed)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, spec.trials // 3)))
-
-
-def scheduler(spec: SweepSpec):
-    """ASHA on epochs, or none (every trial runs its whole schedule)."""
-    if spec.scheduler == "none":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", metric=spec.objectives[0], mode=spec.modes[0],
-                         max_t=spec.recipe.epochs, grace_period=spec.grace_epochs,
-                         reduction_factor=spec.reduction_factor)
-
-
 def objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
     """Tune's metric and mode: one objective, or the list of them."""
     if len(spec.objectives) == 1:
@@ -140,9 +123,10 @@ def objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
 
 
 def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bool, data_dir: str,
-                restore: bool, trainable=train_trial, callbacks=()) -> tune.Tuner:
-    """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks and the
-    fault tests pass their own); ``callbacks`` are added to the recorder."""
+                restore: bool, trainable=train_trial, callbacks=(), stop=None) -> tune.Tuner:
+    """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks, the fault
+    tests and the replay's lookup pass their own); ``callbacks`` are added to the recorder;
+    ``stop``, a Tune stopper (the replay's compute budget)."""
     # Tune's result.json stays (the recorder backfills from it); its CSV and TensorBoard logs
     # duplicate the trial database, and tensorboardX would import torch into the driver (3 s).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -163,7 +147,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent),
             scheduler=scheduler(spec), num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=segment.name, storage_path=sweep.uri, verbose=0,
+            name=segment.name, storage_path=sweep.uri, verbose=0, stop=stop,
             callbacks=[JsonLoggerCallback(), SweepRecorder(spec, sweep.storage),
                        *callbacks],
             failure_config=failure_config(),
