@@ -96,6 +96,7 @@ def strategy_name(sampler_name: str, scheduler_name: str) -> str:
     return sampler_name if scheduler_name == "none" else f"{sampler_name}+{scheduler_name}"
 
 
-# every combination, by name -> (sampler, scheduler)
-STRATEGIES: dict[str, tuple[str, str]] = {strategy_name(a, b): (a, b)
-                                          for b in SCHEDULERS for a in SAMPLERS}
+# every combination, by name -> (sampler, scheduler): the samplers alone first
+STRATEGIES: dict[str, tuple[str, str]] = {
+    strategy_name(a, b): (a, b) for b in sorted(SCHEDULERS, key=lambda b: b != "none")
+    for a in SAMPLERS}
