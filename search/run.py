@@ -91,15 +91,16 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
 
 def summary(spec: SweepSpec, storage: str) -> str:
     """What the sweep found and where to look next."""
-    from .db import load_trials, most_robust
+    from .db import full_fidelity, load_trials, most_robust
+    from .db.ranking import arch_label
     from .db.storage import join
 
     trials = load_trials(storage, spec.name)
+    trials = trials.assign(arch=arch_label(trials))
     counts = trials["status"].value_counts().to_dict()
     lines = [f"sweep {spec.name}: {len(trials)} trials: "
              + ", ".join(f"{n} {Status(s).replace('_', ' ')}" for s, n in sorted(counts.items()))]
-    full = trials[(trials["epochs_done"] >= trials["epochs_planned"]).to_numpy(dtype=bool)]
-    ranked = most_robust(full)
+    ranked = most_robust(full_fidelity(trials))
     if len(ranked):
         best = ranked.iloc[0]
         lines.append(f"best: {_described(best)}")
@@ -113,8 +114,7 @@ def summary(spec: SweepSpec, storage: str) -> str:
 
 
 def _described(row) -> str:
-    return (f"d{row.depth1}-{row.depth2}-{row.depth3} c{row.channel1}-{row.channel2}-{row.channel3}, "
-            f"{format_count(row.params)} params, {format_count(row.macs)} MACs: val robust "
+    return (f"{row.arch}, {format_count(row.params)} params, {format_count(row.macs)} MACs: val robust "
             f"{row.best_val_robust_acc:.1%}, clean {row.best_val_clean_acc:.1%} (epoch "
             f"{int(row.best_val_robust_epoch)} of {int(row.epochs_done)})")
 
@@ -127,13 +127,12 @@ def _vs_uniform(spec: SweepSpec, trials, ranked, best) -> list[str]:
     from space_defs import baselines
     from trainer.datasets import dataset_spec
 
-    from .db.ranking import standard_error
+    from .db.ranking import Gap, standard_error
 
     uniform = baselines(spec.budget, space=spec.search_space(), max_macs=spec.max_macs,
                         tolerance=spec.tolerance)[0]
-    found = [r for r in trials.itertuples() if (r.depth1, r.depth2, r.depth3) == uniform.depths
-             and (r.channel1, r.channel2, r.channel3) == uniform.channels]
-    label = f"uniform baseline d{'-'.join(map(str, uniform.depths))} c{'-'.join(map(str, uniform.channels))}"
+    found = [r for r in trials.itertuples() if r.arch == uniform.label]
+    label = f"uniform baseline {uniform.label}"
     if not found:
         return [f"{label}: not in this sweep"]
     full = [r for r in ranked.itertuples() if r.trial_id in {f.trial_id for f in found}]
@@ -153,11 +152,8 @@ def _vs_uniform(spec: SweepSpec, trials, ranked, best) -> list[str]:
     n_robust, n_clean = spec.recipe.val_size, dataset_spec(spec.dataset).val_size
     for what, key, n in (("robust", "best_val_robust_acc", n_robust), ("clean", "best_val_clean_acc", n_clean)):
         a, b = getattr(other, key), getattr(base, key)
-        se = math.hypot(standard_error(a, n), standard_error(b, n))
-        z = (a - b) / se if se > 0 else math.copysign(math.inf, a - b) if a != b else 0.0
-        verdict = "within noise" if abs(z) < 2 else ("better" if z > 0 else "worse")
-        lines.append(f"  {name} - uniform, val {what}: {100 * (a - b):+.1f} points +- {100 * se:.1f} "
-                     f"(1 s.e., {n} images each; {verdict}, z = {z:.1f})")
+        gap = Gap(a - b, math.hypot(standard_error(a, n), standard_error(b, n)))
+        lines.append(f"  {name} - uniform, val {what}: {gap.describe(f', {n} images each')}")
     return lines
 
 

@@ -15,12 +15,11 @@ from trainer.datasets import DATASETS, dataset_spec
 from trainer.recipe import Recipe
 
 from .cluster import FAKE_GPUS_HELP
+from .strategy import SAMPLERS, SCHEDULERS
 
 OBJECTIVES = {  # reportable metric -> direction
     "val_robust_acc": "max", "val_clean_acc": "max", "params": "min", "macs": "min",
 }
-SCHEDULERS = ("asha", "none")
-SAMPLERS = ("tpe", "random", "grid")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Fields that may differ when the same sweep is run again; every other field fixes what the
 # sweep's results mean, and changing it is refused.

@@ -11,13 +11,13 @@ import optuna
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from .cluster import failure_config
 from .recorder import SweepRecorder
 from .spec import SweepSpec
+from .strategy import sampler, scheduler
 from .sweepdir import Segment, SweepDir
 from .trainable import Fence, train_trial
 
@@ -151,23 +151,6 @@ def queue_baselines(study: optuna.Study, spec: SweepSpec) -> None:
             study.enqueue_trial(point, skip_if_exists=True)
 
 
-def sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
-    if spec.sampler == "grid":
-        return GridOrder(spec.search_space().grid_search_space(), seed=seed)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, spec.trials // 3)))
-
-
-def scheduler(spec: SweepSpec):
-    """ASHA on epochs, or none (every trial runs its whole schedule)."""
-    if spec.scheduler == "none":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", metric=spec.objectives[0], mode=spec.modes[0],
-                         max_t=spec.recipe.epochs, grace_period=spec.grace_epochs,
-                         reduction_factor=spec.reduction_factor)
-
-
 def objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
     """Tune's metric and mode: one objective, or the list of them."""
     if len(spec.objectives) == 1:
@@ -193,10 +176,11 @@ def trial_fence(sweep: SweepDir) -> Fence | None:
 
 
 def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bool, data_dir: str,
-                restore: bool, trainable=train_trial, callbacks=()) -> tune.Tuner:
-    """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks and the
-    fault tests pass their own); ``callbacks`` are added to the recorder. The experiment is
-    ``segment.path`` in the sweep directory."""
+                restore: bool, trainable=train_trial, callbacks=(), stop=None) -> tune.Tuner:
+    """The segment's Tuner. ``trainable`` has ``train_trial``'s signature (benchmarks, the fault
+    tests and the replay's lookup pass their own); ``callbacks`` are added to the recorder;
+    ``stop``, a Tune stopper (the replay's compute budget). The experiment is ``segment.path``
+    in the sweep directory."""
     # Tune's result.json stays (the recorder backfills from it); its CSV and TensorBoard logs
     # duplicate the trial database, and tensorboardX would import torch into the driver (3 s).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -221,6 +205,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
             scheduler=scheduler(spec), num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=leaf, storage_path=sweep.uri_of(parent) if parent else sweep.uri, verbose=0,
+            stop=stop,
             callbacks=[JsonLoggerCallback(), SweepRecorder(spec, sweep.storage),
                        *callbacks],
             failure_config=failure_config(),

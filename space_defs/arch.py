@@ -71,13 +71,16 @@ class WRNConfig:
         return tuple(c / b for c, b in zip(self.channels, BASE_CHANNELS))
 
     @property
+    def label(self) -> str:
+        """'d5-5-5 c320-640-512': blocks and channels per stage (the form ``parse_arch`` reads)."""
+        return f"d{'-'.join(map(str, self.depths))} c{'-'.join(map(str, self.channels))}"
+
+    @property
     def name(self) -> str:
         k = self.widen_factors
         if len(set(self.depths)) == 1 and len(set(k)) == 1 and k[0].is_integer():
             return f"WRN-{self.depth}-{int(k[0])}"
-        depths = "-".join(map(str, self.depths))
-        channels = "-".join(map(str, self.channels))
-        return f"WRN-{self.depth} d{depths} c{channels}"
+        return f"WRN-{self.depth} {self.label}"
 
     def to_dict(self) -> dict[str, Any]:
         """Flat dict of plain values (for Tune configs and Parquet rows): depth1..3,

@@ -15,8 +15,14 @@ hold here (a test holds our per-point outcomes against ART's on the same models)
   best loss did not improve and the step was not halved at the last one; a halved point
   restarts from its best-loss iterate; momentum 0.75;
 - Square draws its square's position and signs per image, as in the Square Attack paper (the
-  reference's PyTorch port draws one per batch, which can only be weaker), and starts from
-  vertical stripes of +-eps.
+  reference's PyTorch port draws one position per batch: per point, the same distribution),
+  and starts from vertical stripes of +-eps.
+
+Where it differs from the reference's standard version besides FAB-T: Square's square-size
+schedule (the paper's, over 10,000 iterations) is rescaled to the query budget, as the
+reference's ``resc_schedule=True`` does and its standard version does not; and a square may
+sit on the last row and column (the reference's position draw, ``random_int(0, h - s)``, never
+reaches them, which weakens it on small images).
 
 FAB-T is left out: measured on digits nets after APGD-CE and APGD-T (see the README), it broke
 no further point, as in the reference's published runs where it almost never does.

@@ -19,7 +19,7 @@ from trainer.status import Status
 
 from .errors import StoreError, UsageError
 from .pareto import numeric_column, parse_objectives, pareto_front
-from .ranking import arch_label, best, full_fidelity, top
+from .ranking import NOISE_Z, arch_label, best, full_fidelity, top
 from .schema import FRACTION, TABLES, TRIALS
 from .storage import DEFAULT_STORAGE
 from .store import list_sweeps, load_epochs, load_evals, load_trials
@@ -182,10 +182,10 @@ def _cmd_best(args: argparse.Namespace) -> None:
               f"{_cell('best_val_clean_acc', lead['best_val_clean_acc'])} at epoch "
               f"{_cell('best_val_robust_epoch', lead['best_val_robust_epoch'])}")
         if len(r.table) > 1:
-            print("  runners-up (gap in accuracy points; within noise if gap_z < 2):")
+            print(f"  runners-up (gap in accuracy points; within noise if gap_z < {NOISE_Z:g}):")
             print("    " + render_table(r.table.iloc[1:], ["trial_id", "arch", "params", "macs",
                                                            "best_val_robust_acc", "best_val_clean_acc",
-                                                           "gap_pts", "se_pts", "gap_z"]
+                                                           "gap_pts", "se_pts", "gap_z", "within_noise"]
                                         ).replace("\n", "\n    "))
         print()
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from space_defs import WRNConfig
 from trainer.status import Status
 
 from .pareto import numeric_column
@@ -16,9 +18,47 @@ GROUP = ("dataset", "budget", "method")  # trials are only compared within one o
 
 
 def full_fidelity(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials trained to the full schedule: ASHA-stopped and running ones are not comparable."""
+    """Trials trained to the full schedule, the one definition of "fully trained" (the summary,
+    queries and the replay's table use it): ASHA-stopped and running ones are not comparable."""
     full = (df["status"] == Status.FINISHED) | (df["epochs_done"] >= df["epochs_planned"])
     return df[full.to_numpy(dtype=bool)]
+
+
+NOISE_Z = 2.0  # a difference smaller than this many standard errors is "within noise"
+
+
+def within_noise(diff: Any, se: Any) -> Any:
+    """The one noise verdict: ``|diff| < NOISE_Z * se``, or no difference at all (elementwise
+    for arrays; with an unknown standard error, NaN, only no difference is)."""
+    diff = np.abs(np.asarray(diff, dtype=float))
+    return (diff < NOISE_Z * np.asarray(se, dtype=float)) | (diff == 0)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A difference ``a - b`` of two accuracies (fractions) and its standard error."""
+
+    diff: float
+    se: float
+
+    @property
+    def z(self) -> float:
+        if self.se > 0:
+            return self.diff / self.se
+        return math.copysign(math.inf, self.diff) if self.diff else 0.0
+
+    @property
+    def verdict(self) -> str:
+        if within_noise(self.diff, self.se):
+            return "within noise"
+        return "better" if self.diff > 0 else "worse"
+
+    def describe(self, note: str = "") -> str:
+        """'+2.0 points +- 1.2 (1 s.e.NOTE; within noise, z = 1.6)'."""
+        if math.isnan(self.se):
+            return f"{100 * self.diff:+.1f} points (noise unknown)"
+        return (f"{100 * self.diff:+.1f} points +- {100 * self.se:.1f} (1 s.e.{note}; "
+                f"{self.verdict}, z = {self.z:.1f})")
 
 
 def top(df: pd.DataFrame, by: str = "val_robust_acc", n: int = 10, ascending: bool = False) -> pd.DataFrame:
@@ -52,7 +92,7 @@ class Ranking:
     budget: int
     method: str
     n_trials: int
-    table: pd.DataFrame  # trial rows plus se_pts, gap_pts, gap_z
+    table: pd.DataFrame  # trial rows plus se_pts, gap_pts, gap_z, within_noise
 
 
 def best(df: pd.DataFrame, runners_up: int = 4) -> list[Ranking]:
@@ -63,15 +103,17 @@ def best(df: pd.DataFrame, runners_up: int = 4) -> list[Ranking]:
         ranked = group.head(runners_up + 1)
         acc = ranked["best_val_robust_acc"].to_numpy(dtype=float)
         se = standard_error(acc, ranked["val_size"].to_numpy(dtype=float, na_value=np.nan))
+        gap_se = np.sqrt(se[0] ** 2 + se ** 2)
         table = ranked.assign(se_pts=100 * se, gap_pts=100 * (acc[0] - acc),
-                              gap_z=(acc[0] - acc) / np.sqrt(se[0] ** 2 + se ** 2))
+                              gap_z=(acc[0] - acc) / gap_se,
+                              within_noise=within_noise(acc[0] - acc, gap_se))
         rankings.append(Ranking(str(key[0]), int(key[1]), str(key[2]), len(group), table))
     return rankings
 
 
 def arch_label(df: pd.DataFrame) -> pd.Series:
-    """'d5-5-5 c320-640-512': blocks and channels per stage (the form search.run accepts)."""
-    def joined(prefix: str) -> pd.Series:
-        return df[f"{prefix}1"].astype(str) + "-" + df[f"{prefix}2"].astype(str) + "-" + df[f"{prefix}3"].astype(str)
-
-    return ("d" + joined("depth") + " c" + joined("channel")).astype(str)
+    """Each trial's ``WRNConfig.label``, e.g. 'd5-5-5 c320-640-512'."""
+    columns = [f"depth{i}" for i in (1, 2, 3)] + [f"channel{i}" for i in (1, 2, 3)]
+    labels = [WRNConfig(depths=row[:3], channels=row[3:]).label
+              for row in df[columns].itertuples(index=False)]
+    return pd.Series(labels, index=df.index, dtype=str)

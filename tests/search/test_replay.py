@@ -1,10 +1,12 @@
-"""search.replay on a small recorded grid: deterministic per seed, through Tune and Optuna (the
-queued baselines run first), and its simulated clock is the sum of the recorded epochs consumed."""
+"""search.replay on a small recorded grid: deterministic per seed, through the sweep's own Tune
+experiment (search.tuner.build_tuner: the queued baselines run first), and its simulated clock
+charges each epoch consumed one cost per config (the median of its seeds' seconds)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import statistics
 import subprocess
 import sys
 
@@ -13,8 +15,10 @@ import pytest
 
 from search.db.schema import EpochRow, EvalRow, TrialRow
 from search.db.store import TrialStore
-from search.replay import STRATEGIES, Curve, Table, events, hours_to, milestones
+from search.grid.replay import events, hours_to, strategy_spec
+from search.grid.table import Curve, Table
 from search.spec import demo
+from search.strategy import decision_epochs
 from space_defs import macs, param_count, suggest_config
 from space_defs.trials import FixedParams
 
@@ -40,7 +44,7 @@ def record_grid(storage, seeds=(0, 1)) -> dict:
         for i, point in enumerate(_grid_points(space)):
             cfg = suggest_config(FixedParams(point), spec.budget, space=space, tolerance=spec.tolerance)
             plateau = 0.3 + 0.05 * (cfg.depths[0] + 2 * cfg.depths[1]) + 0.01 * ((i * 7 + seed) % 3)
-            seconds = 1.0 + i / 10 + seed / 100
+            seconds = 1.0 + i / 10 + seed / 10  # the same config: slower under seed 0's load
             tid = f"t{i:02d}"
             points[cfg] = plateau
             trials.append(TrialRow(
@@ -74,8 +78,10 @@ def test_the_table_knows_its_best_its_noise_and_what_the_grid_costs(tmp_path):
     assert len(table.curves) == 32 and table.seeds == 2
     best = table.best
     assert best.depths[:2] == (2, 2)  # the plateau grows with the first two stages' depth
-    # seconds per epoch: 1 + i/10 + seed/100 for the i-th grid point, EPOCHS epochs each
-    assert table.grid_seconds == pytest.approx(sum(EPOCHS * (1 + i / 10 + 0.005) for i in range(32)))
+    # seconds per epoch: 1 + i/10 + seed/10 for the i-th grid point, EPOCHS epochs each; the
+    # clock charges the median over the seeds
+    assert table.cost(table.best) == pytest.approx([table.cost(table.best)[0]] * EPOCHS)
+    assert table.grid_seconds == pytest.approx(sum(EPOCHS * (1 + i / 10 + 0.05) for i in range(32)))
     assert 0 < table.noise < 0.05 and table.near_best(best)
 
 
@@ -84,24 +90,26 @@ def test_events_add_up_the_recorded_epochs_they_consumed(tmp_path):
     table = Table.load(str(tmp_path))
     cfgs = list(table.curves)
     ran = [(cfgs[3], 0, EPOCHS), (cfgs[5], 1, 2), (table.best, 1, EPOCHS)]
-    out = events(table, [(c, s, n, sum(next(k for k in table.curves[c] if k.seed == s).seconds[:n]))
-                         for c, s, n in ran])
-    expected = [sum(next(k for k in table.curves[c] if k.seed == s).seconds[:n]) for c, s, n in ran]
+    out = events(table, [(c, s, n, sum(table.cost(c)[:n])) for c, s, n in ran])
+    expected = [sum(table.cost(c)[:n]) for c, s, n in ran]
+    assert expected[0] == pytest.approx(EPOCHS * statistics.median(
+        [sum(k.seconds) / EPOCHS for k in table.curves[cfgs[3]]]))  # whichever seed's curve ran
     assert [e.seconds for e in out] == pytest.approx(expected)
     assert out[-1].hours == pytest.approx(sum(expected) / 3600)
     assert out[0].incumbent == cfgs[3] and out[1].incumbent == cfgs[3]  # 2 epochs: not an incumbent
     assert out[-1].incumbent == table.best and out[-1].regret == 0
     assert hours_to(out, table.near_best) is not None
     with pytest.raises(RuntimeError, match="reported"):
-        events(table, [(cfgs[0], 0, EPOCHS, 1.0)])  # a trial that claims a cost it did not record
+        events(table, [(cfgs[0], 0, EPOCHS, 1.0)])  # a trial that claims a cost it was not charged
 
 
-def test_milestones_are_ashas_rungs_and_the_last_epoch():
-    spec = STRATEGIES["tpe+asha"].spec(demo(recipe=dict(epochs=80)), seed=0, trials=4,
-                                       grace_period=5, reduction_factor=3)
-    assert milestones(spec) == {5, 15, 45, 80}
-    assert milestones(STRATEGIES["tpe"].spec(spec, seed=0, trials=4, grace_period=5,
-                                             reduction_factor=3)) == {80}
+def test_a_replay_reports_where_its_strategy_decides():
+    recorded = demo(recipe=dict(epochs=80))
+    spec = strategy_spec(recorded, "tpe+asha", seed=0, trials=4, grace_period=5, reduction_factor=3)
+    assert (spec.sampler, spec.scheduler, spec.max_concurrent) == ("tpe", "asha", 1)
+    assert decision_epochs(spec) == {5, 15, 45, 80}
+    assert decision_epochs(strategy_spec(recorded, "tpe", seed=0, trials=4, grace_period=5,
+                                         reduction_factor=3)) == {80}
 
 
 def test_a_table_that_is_not_a_finished_grid_is_refused(tmp_path):
@@ -147,12 +155,10 @@ def test_replays_are_deterministic_per_seed_and_run_through_tune_and_optuna(tmp_
         lambda a: a.is_unique).all()  # the grid visits each point at most once
     assert not grid[grid.seed == 0]["arch"].reset_index(drop=True).equals(
         grid[grid.seed == 1]["arch"].reset_index(drop=True))  # its order depends on the seed
-    # the clock: each trial costs the recorded seconds of the epochs it consumed, and the budget
+    # the clock: each trial costs its config's seconds of the epochs it consumed, and the budget
     # (half the grid) is spent by the end, give or take the last trial
     for (_, _), run in ev.groupby(["strategy", "seed"]):
-        recorded = [sum(next(c for c in curves if c.seed == s).seconds[:n])
-                    for curves, s, n in zip((table.curves[_cfg(table, a)] for a in run["arch"]),
-                                            run["curve_seed"], run["epochs"])]
+        recorded = [sum(table.cost(_cfg(table, a))[:n]) for a, n in zip(run["arch"], run["epochs"])]
         assert list(run["seconds"]) == pytest.approx(recorded)
         assert run["hours"].iloc[-1] * 3600 == pytest.approx(sum(recorded))
         assert 0.5 * table.grid_seconds <= sum(recorded) <= 0.5 * table.grid_seconds + max(recorded)
@@ -162,12 +168,11 @@ def test_replays_are_deterministic_per_seed_and_run_through_tune_and_optuna(tmp_
 
 
 def _cfg(table: Table, arch: str):
-    return next(c for c in table.curves
-                if f"d{'-'.join(map(str, c.depths))} c{'-'.join(map(str, c.channels))}" == arch)
+    return next(c for c in table.curves if c.label == arch)
 
 
 def test_the_grid_report_compares_the_best_with_the_uniform_wrn_in_standard_errors(tmp_path):
-    from search.gridreport import Grid, main
+    from search.grid.report import Grid, main
 
     points = record_grid(tmp_path)
     grid = Grid.load(str(tmp_path))
@@ -181,4 +186,10 @@ def test_the_grid_report_compares_the_best_with_the_uniform_wrn_in_standard_erro
 
 
 def test_a_curve_selects_its_best_epoch_like_a_run_does():
-    assert Curve(0, (0.1, 0.5, 0.5, 0.4), (0.2, 0.6, 0.9, 0.9), (1, 1, 1, 1)).best == 0.5
+    from trainer.recipe import Recipe
+
+    robust, clean = (0.1, 0.5, 0.5, 0.4), (0.2, 0.6, 0.9, 0.95)
+    assert Curve(0, robust, clean, (1, 1, 1, 1)).selected == (0.5, 0.9)
+    # a standard (non-robust) run selects by clean accuracy, as its best.pt does
+    standard = Recipe(method="standard").selected_by
+    assert Curve(0, robust, clean, (1, 1, 1, 1), selected_by=standard).selected == (0.4, 0.95)

@@ -4,8 +4,8 @@ and docs/DIGITS_GRID.md is what search.gridreport says of it."""
 
 from pathlib import Path
 
-from search.gridreport import Grid
-from search.replay import Table
+from search.grid.report import Grid
+from search.grid.table import Table
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "digits-grid-60K"

@@ -73,3 +73,9 @@ def test_from_dict_reads_the_data_shape_and_defaults_it():
 def test_frozen():
     with pytest.raises(Exception):
         wrn(16, 4).depths = (1, 1, 1)
+
+
+def test_the_label_is_the_form_parse_arch_reads():
+    cfg = WRNConfig(depths=(2, 1, 2), channels=(18, 18, 36))
+    assert cfg.label == "d2-1-2 c18-18-36" and parse_arch(cfg.label) == cfg
+    assert wrn34_r().name == f"WRN-34 {wrn34_r().label}"
