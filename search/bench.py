@@ -39,7 +39,7 @@ def noop_ours(config, *, spec_json: str, data_dir: str, fence=None) -> None:
     from trainer.report import METRICS
     from trainer.status import Status
 
-    from .trainable import TRIAL_STATUS
+    from .trial.trainable import TRIAL_STATUS
 
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(1, EPOCHS + 1):
@@ -232,7 +232,8 @@ def _quantiles(seconds: list[float]) -> str:
 
 
 def main_recorder(n: int, storage: str | None) -> None:
-    from .cluster import find_target, ray_session
+    from .cluster.target import find_target
+    from .cluster.connect import ray_session
     from .driver import quiet_libraries
 
     quiet_libraries()
@@ -352,7 +353,8 @@ def main() -> None:
     if args.recorder:
         main_recorder(args.n or 8, args.storage)
         return
-    from .cluster import find_target, ray_session
+    from .cluster.target import find_target
+    from .cluster.connect import ray_session
 
     first = time_to_first_trial()
     print(f"G3, time to the first trial: python -m search.run --demo started its first trial "

@@ -23,7 +23,7 @@ from space_defs.budget import format_sci
 from space_defs.cli import UsageError
 from trainer.compute import TrialFlops, peak_bf16_flops, trial_flops
 
-from .cluster import Place
+from .cluster.place import Place
 from .spec import SweepSpec
 
 DAY_H = 24.0

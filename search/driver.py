@@ -131,7 +131,7 @@ def check_data(dataset: str, data_dir: str) -> None:
 def trials_at_once(spec: SweepSpec, place, gpus: float) -> tuple[int, str]:
     """How many trials run at once, at most --trials, and why: --max-concurrent, else what the
     cluster can run at once (search.cluster.concurrent_trials)."""
-    from .cluster import concurrent_trials
+    from .cluster.place import concurrent_trials
 
     n = spec.max_concurrent or concurrent_trials(place, cpus=spec.cpus_per_trial, gpus=gpus)
     why = ("--max-concurrent" if spec.max_concurrent else

@@ -41,7 +41,7 @@ def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_di
 
     from trainer.evaluation import evaluation_steps
 
-    from .cluster import trial_device
+    from .trial.device import trial_device
 
     device = trial_device(fake_gpus=fake_gpus).device
     fs, _ = storage.resolve(sweep_uri)
@@ -77,7 +77,7 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
 
     from space_defs.cli import UsageError
 
-    from .cluster import environment_problem
+    from .trial.retry import environment_problem
     from .db import load_evals, load_trials, most_robust
     from .recorder import open_store
 

@@ -41,7 +41,7 @@ from .db.storage import join
 from .lease import writer_guard
 from .provenance import code_version, library_versions
 from .spec import SweepSpec
-from .trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS
+from .trial.trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS
 
 
 def _now() -> dt.datetime:
@@ -213,7 +213,7 @@ class SweepRecorder(tune.Callback):
             self._end(trial, errored=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from .cluster import describe_error, is_node_loss, trial_error
+        from .trial.retry import describe_error, is_node_loss, trial_error
 
         if self._environment_failed(trial):
             return
@@ -224,7 +224,7 @@ class SweepRecorder(tune.Callback):
     def _environment_failed(self, trial) -> bool:
         """A trial that failed for its node's environment, not its config (EnvironmentProblem):
         recorded as env_failed (not one of --trials), and the sweep stops (environment_stop)."""
-        from .cluster import environment_problem, trial_error
+        from .trial.retry import environment_problem, trial_error
 
         problem = environment_problem(trial_error(trial))
         if problem is None:
@@ -471,6 +471,6 @@ def _tune_results(trial) -> list[dict[str, Any]]:
 
 
 def _failure(trial) -> str:
-    from .cluster import describe_error, trial_error
+    from .trial.retry import describe_error, trial_error
 
     return describe_error(trial_error(trial))

@@ -16,7 +16,9 @@ from space_defs.cli import Parser, UsageError, add_fields, count, given
 from trainer.recipe import Recipe
 from trainer.status import Status
 
-from .cluster import ATTACH_RULE, FAKE_GPUS_HELP, SHARED_STORAGE_HELP
+from .cluster.target import ATTACH_RULE
+from .trial.device import FAKE_GPUS_HELP
+from .cluster.place import SHARED_STORAGE_HELP
 from .spec import SweepSpec, demo
 
 

@@ -14,7 +14,7 @@ from space_defs.options import SpaceOptions
 from trainer.datasets import DATASETS, dataset_spec
 from trainer.recipe import Recipe
 
-from .cluster import FAKE_GPUS_HELP
+from .trial.device import FAKE_GPUS_HELP
 from .strategy import SAMPLERS, SCHEDULERS
 
 OBJECTIVES = {  # reportable metric -> direction

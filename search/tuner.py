@@ -14,12 +14,12 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from .cluster import failure_config
+from .trial.retry import failure_config
 from .recorder import SweepRecorder
 from .spec import SweepSpec
 from .strategy import sampler, scheduler
 from .sweepdir import Segment, SweepDir
-from .trainable import Fence, train_trial
+from .trial.trainable import Fence, train_trial
 
 
 @dataclass(frozen=True)

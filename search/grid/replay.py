@@ -68,7 +68,7 @@ def strategy_spec(recorded: SweepSpec, strategy: str, *, seed: int, trials: int,
 
 @dataclass(frozen=True)
 class Lookup:
-    """The replay's trainable, with search.trainable.train_trial's signature: the recorded curve
+    """The replay's trainable, with search.trial.trainable.train_trial's signature: the recorded curve
     of the config, reported at the spec's decision epochs, in simulated seconds. The curve is
     drawn from the config's recorded seeds by the replay's seed and the trial's number in the
     sweep's study (the one trial running: a replay runs one at a time)."""
@@ -233,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # UsageError, and a bad spec in a sweep.json
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from ..cluster import find_target, ray_session
+    from ..cluster.target import find_target
+    from ..cluster.connect import ray_session
     from ..driver import quiet_libraries
     from .summary import render, write_results
 

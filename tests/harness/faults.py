@@ -108,13 +108,13 @@ def release(claims: str) -> None:
 
 
 def faulty_trainable(faults: list[Fault]):
-    """search.trainable.train_trial with the trial faults injected around it."""
+    """search.trial.trainable.train_trial with the trial faults injected around it."""
 
     def train_faulty(config, *, spec_json: str, data_dir: str, fence=None) -> None:
         from ray import tune
 
         from search.spec import SweepSpec
-        from search.trainable import TRIAL_STATUS, train_trial
+        from search.trial.trainable import TRIAL_STATUS, train_trial
         from trainer.status import Status
 
         trial_id = tune.get_context().get_trial_id()

@@ -168,7 +168,7 @@ def test_a_ray_owned_by_a_python_program_is_never_attached():
     try:
         address = owner.stdout.readline().strip()
         assert address and (root / "ray" / "ray_current_cluster").read_text().strip() == address
-        from search.cluster import find_target, local_head
+        from search.cluster.target import find_target, local_head
 
         assert local_head({"RAY_TMPDIR": str(root)}) is None
         assert find_target(None, {"RAY_TMPDIR": str(root)}).embedded

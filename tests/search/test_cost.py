@@ -12,7 +12,8 @@ import pytest
 
 from search import cost
 from space_defs.budget import format_sci
-from search.cluster import NodeShape, Place, UsageError
+from search.cluster.place import NodeShape, Place
+from space_defs.cli import UsageError
 from search.spec import SweepSpec, demo
 from trainer.compute import trial_flops
 
@@ -65,7 +66,7 @@ def test_a_cpu_sweep_above_a_day_is_refused_without_yes():
 
 def test_the_driver_prices_a_sweep_without_importing_torch():
     code = ("import sys; from search.cost import estimate; from search.spec import demo; "
-            "from search.cluster import Place, NodeShape; "
+            "from search.cluster.place import Place, NodeShape; "
             "p = Place(None, 'embedded', 1, ('h',), 0.0, 0.0, shapes=(NodeShape('h', 2, 0, up=True),)); "
             "estimate(demo(), p, gpus_per_trial=0, at_once=2); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

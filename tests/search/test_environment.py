@@ -98,8 +98,8 @@ def test_a_gpu_cuda_cannot_use_stops_the_sweep_and_after_the_fix_the_same_comman
     assert set(study_states(tmp_path / "gpu")) == {"RUNNING"}  # the sampler learned nothing
 
     # a GPU task, as docs/CLUSTER.md checks a node from the head
-    check = ("import ray, search.cluster as c; ray.init(); "
-             "print(ray.get(ray.remote(num_gpus=1)(c.gpu_status).remote()).describe())")
+    check = ("import ray; from search.trial.device import gpu_status; ray.init(); "
+             "print(ray.get(ray.remote(num_gpus=1)(gpu_status).remote()).describe())")
     seen = subprocess.run([sys.executable, "-c", check], env={**env, "RAY_ADDRESS": address},
                           capture_output=True, text=True, timeout=300)
     assert f"node {node[1]} was granted 1 GPU (Ray GPU ids ['0']) that CUDA cannot use" in seen.stdout

@@ -17,7 +17,7 @@ from trainer.status import EnvironmentProblem, Status
 if TYPE_CHECKING:
     from trainer import EpochReport
 
-from .spec import SweepSpec
+from ..spec import SweepSpec
 
 TRIAL_STATUS = "trial_status"  # Tune's own "status" is taken
 ERROR = "error"  # a trial's failure that retrying cannot fix, reported as its last result
@@ -53,7 +53,7 @@ class Fence:
     def current(self) -> bool:
         """Whether that driver still holds the sweep (one GET of the lease object); a store
         that cannot be read says nothing, and the trial goes on."""
-        from .lease import LEASE_FILE, s3_client
+        from ..lease import LEASE_FILE, s3_client
 
         try:
             client, bucket, key = s3_client(self.sweep_uri, LEASE_FILE)
@@ -85,7 +85,8 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str,
 
     from trainer import fit
 
-    from .cluster import OwnErrors, trial_device
+    from .device import trial_device
+    from .retry import OwnErrors
 
     spec = SweepSpec.from_json(spec_json)
     arch = WRNConfig.from_dict(config)

@@ -1,10 +1,4 @@
-"""One driver per sweep, on local disk and on object storage: ``with sweep_lock(uri, name) as lease``.
-
-Local disk: ``driver.lock`` in the sweep directory, a FileLock (the OS releases it when the
-process dies, however it dies). Beside it ``driver.json`` names the holder for the message a
-second driver gets.
-
-Object storage (s3://): ``driver.lease``, an object holding the owner's id, host and pid, taken
+"""Object storage (s3://): ``driver.lease``, an object holding the owner's id, host and pid, taken
 and renewed only by S3 conditional writes (PutObject If-None-Match / If-Match, which AWS S3 has
 honoured since 2024, moto's server too; a store that ignores them is found out by a probe when
 the lease is taken, and refused): of two drivers starting together exactly one creates
@@ -47,25 +41,11 @@ from urllib.parse import parse_qsl
 
 from space_defs.cli import UsageError
 
-from .db import storage
-from .db.commits import LOGS, Fenced, json_object, open_log
-from .db.errors import StoreError
+from ..db import storage
+from ..db.commits import LOGS, Fenced, json_object, open_log
+from ..db.errors import StoreError
 
-__all__ = ["sweep_lock", "Lease", "SweepBusy", "LeaseLost", "held_lease", "writer_guard",
-           "DEFAULT_TTL", "LOCK_FILE", "LEASE_FILE"]
-
-DEFAULT_TTL = 30.0  # seconds a lease lives without renewal; renewed every ttl / 3
-LOCK_FILE = "driver.lock"  # local disk: the FileLock
-OWNER_FILE = "driver.json"  # local disk: who holds it (for the message only)
-LEASE_FILE = "driver.lease"  # object storage: the lease object
-
-
-class SweepBusy(UsageError):
-    """Another driver holds the sweep's lock."""
-
-
-class LeaseLost(Fenced):
-    """This driver no longer holds its sweep's lease: it must not write to the sweep again."""
+from .lease import LEASE_FILE, Lease, LeaseLost, _busy
 
 
 _BOOTTIME = sys.platform.startswith("linux") and hasattr(time, "CLOCK_BOOTTIME")
@@ -77,146 +57,7 @@ def _clock() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME) if _BOOTTIME else time.monotonic()
 
 
-def _busy(name: str, holder: str) -> SweepBusy:
-    return SweepBusy(f"sweep {name!r} is being run by another driver right now ({holder}); wait for "
-                     "it to finish, or choose another --name")
-
-
-def key(sweep_uri: str) -> str:
-    """The sweep directory a URI names, without its options: the same for every spelling a
-    driver uses (trailing '/', option order)."""
-    uri = os.fspath(sweep_uri)
-    if storage.is_local(uri):
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        return os.path.abspath(path)
-    return uri.partition("?")[0].rstrip("/")
-
-
-_HELD: dict[str, Lease] = {}
-_HELD_LOCK = threading.Lock()
-
-
-def held_lease(sweep_uri: str) -> Lease | None:
-    """The lease this process holds on the sweep (possibly lost since: its check() raises), or
-    None. Writers look it up here, so that copies of them unpickled by Tune find it too."""
-    with _HELD_LOCK:
-        return _HELD.get(key(sweep_uri))
-
-
-def writer_guard(sweep_uri: str) -> Callable[[], None]:
-    """What a writer of the sweep calls before every write (TrialStore's ``guard``): LeaseLost
-    once this process has lost the sweep's lease; nothing where it holds none (a store opened
-    outside a driver, e.g. by a test or a benchmark)."""
-    def check() -> None:
-        if (lease := held_lease(sweep_uri)) is not None:
-            lease.check()
-
-    return check
-
-
-class Lease:
-    """This process's hold on one sweep. ``check()`` before every write to the sweep."""
-
-    def __init__(self, sweep_uri: str, name: str, ttl: float):
-        self.uri, self.name, self.ttl = sweep_uri, name, ttl
-        self.token = uuid.uuid4().hex  # this holder, unique across hosts and runs
-        self.owner = f"{socket.gethostname()} pid {os.getpid()}"
-        self.generation = 0  # on object storage: one more than the holder it replaced
-        self._lost: str | None = None
-        self._released = False
-        self._before_release: list[Callable[[], None]] = []
-
-    @property
-    def held(self) -> bool:
-        """Held and not lost (without raising)."""
-        try:
-            self.check()
-        except LeaseLost:
-            return False
-        return True
-
-    def check(self) -> None:
-        """LeaseLost if this driver may no longer write to the sweep."""
-        if self._released:
-            raise LeaseLost(f"the lease on sweep {self.name!r} was released; nothing may write to it "
-                            "from this driver any more")
-        if self._lost:
-            raise LeaseLost(self._lost)
-
-    @property
-    def namespace(self) -> str:
-        """A name only this holder uses (its Tune experiment directories on object storage)."""
-        return f"g{self.generation:06d}-{self.token[:8]}"
-
-    def before_release(self, write: Callable[[], None]) -> None:
-        """Have ``write`` run when the lease is released, while it is still held (writers that
-        hold data back use it); not run when the lease was lost."""
-        self._before_release.append(write)
-
-    def _run_before_release(self) -> None:
-        writes, self._before_release = self._before_release, []
-        for write in writes:
-            if self.held:
-                write()
-
-    def release(self) -> None:
-        self._released = True
-
-    def _lose(self, reason: str) -> None:
-        if self._lost is None:
-            self._lost = (f"this driver lost the lease on sweep {self.name!r} ({reason}); another "
-                          "driver may be running it now, so this one stops without writing more; "
-                          "rerun the same command to resume once no other driver runs it")
-
-
-class _LocalLease(Lease):
-    """The FileLock: held until released or the process ends; it cannot be lost."""
-
-    def __init__(self, sweep_uri: str, name: str, ttl: float):
-        super().__init__(sweep_uri, name, ttl)
-        self._file = None
-
-    def acquire(self) -> None:
-        from filelock import FileLock, Timeout
-
-        from trainer.atomic import write_atomic
-
-        path = key(self.uri)
-        os.makedirs(path, exist_ok=True)
-        lock = FileLock(os.path.join(path, LOCK_FILE))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise _busy(self.name, _local_holder(path)) from None
-        self._file = lock
-        since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        try:
-            write_atomic(os.path.join(path, OWNER_FILE),
-                         json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                     "since": since}).encode())
-        except OSError:
-            pass  # only the message of a second driver needs it (and a full disk is found later)
-
-    def release(self) -> None:
-        try:
-            self._run_before_release()
-        finally:
-            super().release()
-        if self._file is not None:
-            self._file.release()
-            self._file = None
-
-
-def _local_holder(path: str) -> str:
-    try:
-        with open(os.path.join(path, OWNER_FILE)) as f:
-            who = json.load(f)
-        return f"locked by {who['host']} pid {who['pid']} since {who['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"{os.path.join(path, LOCK_FILE)} is locked"
-
-
-class _S3Lease(Lease):
+class S3Lease(Lease):
     """A lease object renewed by conditional writes (see the module's docstring)."""
 
     def __init__(self, sweep_uri: str, name: str, ttl: float, on_lost: Callable[[str], None] | None):
@@ -544,43 +385,3 @@ def s3_client(uri: str, name: str = "", *, timeout: float = 10.0, attempts: int 
                           verify=verify, config=config)
     bucket, _, prefix = path.partition("/")
     return client, bucket, "/".join(p for p in (prefix.strip("/"), name) if p)
-
-
-@contextmanager
-def sweep_lock(sweep_uri: str, name: str, *, ttl: float | None = None, wait: float = 0.0,
-               on_lost: Callable[[str], None] | None = None) -> Iterator[Lease]:
-    """Hold the sweep's driver lock while the block runs; SweepBusy (a UsageError: one line,
-    exit 2) if another driver still holds it after ``wait`` seconds of trying (a rerun right
-    after a driver was killed may pass ``wait=DEFAULT_TTL + 5`` to outwait its lease, at the
-    cost of a live driver's refusal coming that much later). ``sweep_uri`` is the sweep's
-    directory (a path, or a URI with its '?options'); ``name`` the sweep's name, for messages.
-    On object storage the lease is renewed in the background; ``lease.check()`` raises
-    LeaseLost once it is lost and ``on_lost(message)`` is called once (from the thread that
-    notices)."""
-    k = key(sweep_uri)
-    ttl = DEFAULT_TTL if ttl is None else ttl
-    if storage.is_local(sweep_uri):
-        lease: Lease = _LocalLease(sweep_uri, name, ttl)
-    else:
-        lease = _S3Lease(sweep_uri, name, ttl, on_lost)
-    with _HELD_LOCK:
-        if k in _HELD and not _HELD[k]._released:
-            raise _busy(name, f"held by this very process, {_HELD[k].owner}")
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            lease.acquire()
-            break
-        except SweepBusy:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-    with _HELD_LOCK:
-        _HELD[k] = lease
-    try:
-        yield lease
-    finally:
-        lease.release()
-        with _HELD_LOCK:
-            if _HELD.get(k) is lease:
-                del _HELD[k]

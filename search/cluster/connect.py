@@ -1,0 +1,120 @@
+"""Connecting to Ray: ``ray_session`` (the one Ray lifetime of a command), token auth as
+``ray.init()`` decides it, and connection errors in one line."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from space_defs.cli import UsageError
+
+from .place import Place, place_of
+from .processes import descendants, stop_processes
+from .target import Target
+
+
+@contextmanager
+def ray_session(target: Target, **init_kwargs: Any) -> Iterator[Place]:
+    """``connect(target)`` for the block, then ``ray.shutdown()``. An embedded Ray is this
+    command's alone: when the block is left (normally, by an error, or by Ctrl-C) every process
+    it started is gone (``ray.shutdown()`` stops its GCS and raylet, and leaves the raylet's
+    agents and workers to notice on their own, seconds or minutes later). A cluster's processes
+    are the cluster's: only this command's connection ends."""
+    place = connect(target, **init_kwargs)
+    try:
+        yield place
+    finally:
+        import ray
+
+        started = descendants() if target.embedded else {}
+        ray.shutdown()
+        stop_processes(started)
+
+
+def connect(target: Target, **init_kwargs: Any) -> Place:
+    """``ray.init`` for ``target`` (an embedded Ray binds 127.0.0.1 when the caller set Ray's
+    local-only mode first), then where it landed. UsageError, in one line, when the cluster
+    cannot be reached, refuses our token, or runs another Ray version."""
+    import ray
+
+    kwargs = {"log_to_driver": False, "logging_level": "warning", **init_kwargs}
+    _token_auth_as_ray_init(target)
+    if target.embedded:
+        ray.init(address="local", include_dashboard=False, configure_logging=True, **kwargs)
+        return place_of(target)
+    _check_reachable(target.address)
+    _check_token(target)
+    try:
+        ray.init(address=target.address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, its own
+        raise _connect_error(target, e) from None
+    return place_of(target)
+
+
+def _token_auth_as_ray_init(target: Target) -> None:
+    """Token authentication decided as ``ray.init()`` decides it (Ray 2.60's worker.py), then
+    set explicitly in RAY_AUTH_MODE, which is also what keeps Ray's "Token authentication is
+    enabled" warning off every run: an embedded Ray uses a token (Ray writes ~/.ray/auth_token
+    if there is none); the cluster whose head is this machine, the one ``ray.init()`` finds by
+    itself, is joined with a token whenever one is available (~/.ray/auth_token,
+    RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), as `ray start --head` enables token auth whenever
+    one is. RAY_AUTH_MODE given, or an explicit address (which ``ray.init`` never
+    auto-enables either): left as it is."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if target.embedded or (target.source == "head" and AuthenticationTokenLoader.instance()
+                           .has_token(ignore_auth_mode=True)):
+        os.environ["RAY_AUTH_MODE"] = "token"  # for this process and every one it starts
+        Config.initialize("")  # Ray read the mode when it was imported
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens there."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}); check "
+                         "the address (`ray status` on the head node), or use --address local "
+                         "for an embedded Ray") from None
+
+
+def _check_token(target: Target) -> None:
+    """A wrong or missing token fails in a second here, not after ray.init's 20 s of retries."""
+    if "://" in target.address:
+        return
+    from ray._raylet import GcsClient
+
+    saved = os.dup(2)  # Ray's C++ client logs each refusal to stderr: the user gets our line
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                GcsClient(address=target.address, cluster_id=None)
+            finally:
+                os.dup2(saved, 2)
+    except Exception as e:  # noqa: BLE001 - only an authentication failure is ours to explain
+        if "auth" in type(e).__name__.lower() or "InvalidAuthToken" in str(e):
+            raise _connect_error(target, e) from None
+    finally:
+        os.close(saved)
+
+
+def _connect_error(target: Target, error: Exception) -> UsageError:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    where = f"the Ray cluster at {target.address!r} ({target.source})"
+    if "auth" in type(error).__name__.lower() or "InvalidAuthToken" in str(error):
+        return UsageError(f"{where} refused this command's authentication token: set "
+                          "RAY_AUTH_MODE=token and give the cluster's token in ~/.ray/auth_token "
+                          "or RAY_AUTH_TOKEN_PATH (`ray get-auth-token` on the head prints it)")
+    if "version mismatch" in str(error).lower():
+        return UsageError(f"{where} runs another Ray or Python version than this command "
+                          f"({first}); run the sweep on the head node, or install the same versions")
+    return UsageError(f"cannot connect to {where}: {first}")

@@ -1,0 +1,74 @@
+"""Local disk: ``driver.lock`` in the sweep directory, a FileLock (the OS releases it when the
+process dies, however it dies). Beside it ``driver.json`` names the holder for the message a
+second driver gets.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qsl
+
+from space_defs.cli import UsageError
+
+from ..db import storage
+from ..db.commits import LOGS, Fenced, json_object, open_log
+from ..db.errors import StoreError
+
+from .lease import LOCK_FILE, OWNER_FILE, Lease, _busy, key
+
+
+class LocalLease(Lease):
+    """The FileLock: held until released or the process ends; it cannot be lost."""
+
+    def __init__(self, sweep_uri: str, name: str, ttl: float):
+        super().__init__(sweep_uri, name, ttl)
+        self._file = None
+
+    def acquire(self) -> None:
+        from filelock import FileLock, Timeout
+
+        from trainer.atomic import write_atomic
+
+        path = key(self.uri)
+        os.makedirs(path, exist_ok=True)
+        lock = FileLock(os.path.join(path, LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise _busy(self.name, _local_holder(path)) from None
+        self._file = lock
+        since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            write_atomic(os.path.join(path, OWNER_FILE),
+                         json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                     "since": since}).encode())
+        except OSError:
+            pass  # only the message of a second driver needs it (and a full disk is found later)
+
+    def release(self) -> None:
+        try:
+            self._run_before_release()
+        finally:
+            super().release()
+        if self._file is not None:
+            self._file.release()
+            self._file = None
+
+
+def _local_holder(path: str) -> str:
+    try:
+        with open(os.path.join(path, OWNER_FILE)) as f:
+            who = json.load(f)
+        return f"locked by {who['host']} pid {who['pid']} since {who['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{os.path.join(path, LOCK_FILE)} is locked"
