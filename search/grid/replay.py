@@ -76,7 +76,7 @@ class Lookup:
     table: Table = field(repr=False)
     storage: str  # where the replay's sweeps live
 
-    def __call__(self, config: dict, *, spec_json: str, data_dir: str) -> None:
+    def __call__(self, config: dict, *, spec_json: str, data_dir: str, fence=None) -> None:
         from ray import tune
 
         from ..sweepdir import SweepDir
