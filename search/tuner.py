@@ -153,9 +153,9 @@ def queue_baselines(study: optuna.Study, spec: SweepSpec) -> None:
 
 def objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
     """Tune's metric and mode: one objective, or the list of them."""
-    if len(spec.objectives) == 1:
-        return spec.objectives[0], spec.modes[0]
-    return list(spec.objectives), list(spec.modes)
+    if len(spec.metrics) == 1:
+        return spec.metrics[0], spec.modes[0]
+    return list(spec.metrics), list(spec.modes)
 
 
 def trials_at_once(spec: SweepSpec, segment: Segment) -> int:
