@@ -83,7 +83,7 @@ def run_ours(n: int, root: str) -> float:
 
     from .driver import quiet_libraries
     from .spec import SweepSpec
-    from .sweepdir import Segment, SweepDir, prepare
+    from .sweep.files import Segment, SweepDir, prepare
     from .tuner import build_tuner
 
     quiet_libraries()
@@ -185,9 +185,9 @@ def run_recorder(n: int, storage: str, *, in_tunes_thread: bool) -> dict[str, li
     from trainer.recipe import Recipe
 
     from . import tuner
-    from .lease import sweep_lock
+    from .sweep.lease import sweep_lock
     from .spec import SweepSpec
-    from .sweepdir import Segment, SweepDir, prepare
+    from .sweep.files import Segment, SweepDir, prepare
 
     spec = SweepSpec(name=f"bench-recorder-{secrets.token_hex(3)}", budget=30_000, dataset="digits",
                      min_blocks=1, max_blocks=2, channel_multiple=4, trials=n, max_concurrent=2,
@@ -274,9 +274,9 @@ def main_study(n: int, storage: str | None) -> None:
 
     from .db import commits, storage as db_storage
     from .db.commits import STUDY_LOG
-    from .lease import sweep_lock
+    from .sweep.lease import sweep_lock
     from .spec import SweepSpec
-    from .study import _JOURNALS, flush, open_study_storage
+    from .sweep.study import _JOURNALS, flush, open_study_storage
     from .tuner import DefineByRun
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -10,9 +10,9 @@ import sys
 
 from space_defs.cli import UsageError
 
-from .lease import sweep_lock
+from .sweep.lease import sweep_lock
 from .spec import SweepSpec
-from .sweepdir import Segment, SweepDir, prepare, saved_spec
+from .sweep.files import Segment, SweepDir, prepare, saved_spec
 
 
 def plan_segments(segments: list[Segment], recorded: int, trials: int) -> list[Segment]:
@@ -37,7 +37,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
 
     from .db import list_sweeps, load_trials
     from .recorder import EnvironmentStop, environment_problem, mark_lost
-    from .tune_state import set_aside_unreadable_state, take_over_experiment
+    from .sweep.tune_state import set_aside_unreadable_state, take_over_experiment
     from .tuner import build_tuner
 
     segments = sweep.segments()

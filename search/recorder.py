@@ -38,7 +38,7 @@ from trainer.status import Status
 
 from .db.schema import EpochRow, TrialRow
 from .db.storage import join
-from .lease import writer_guard
+from .sweep.lease import writer_guard
 from .provenance import code_version, library_versions
 from .spec import SweepSpec
 from .trial.trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS
@@ -141,7 +141,7 @@ class SweepRecorder(tune.Callback):
             return
         self._synced = True
         from .db.storage import is_local
-        from .tune_state import resume_from_checkpoints_that_exist
+        from .sweep.tune_state import resume_from_checkpoints_that_exist
 
         # On object storage a driver that lost the sweep may have logged checkpoints after
         # Tune's snapshot: only those the snapshot names are trusted there.
@@ -463,7 +463,7 @@ def _tune_results(trial) -> list[dict[str, Any]]:
     """Every result Tune logged for the trial (its result.json in storage), then those its
     snapshot holds: the results of the checkpoints it keeps (the newest, which the trial
     resumes from, among them) and its last."""
-    from .tune_state import logged_results
+    from .sweep.tune_state import logged_results
 
     manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
     kept = [r.metrics for r in getattr(manager, "_checkpoint_results", None) or [] if r.metrics]

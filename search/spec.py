@@ -14,12 +14,11 @@ from space_defs.options import SpaceOptions
 from trainer.datasets import DATASETS, dataset_spec
 from trainer.recipe import Recipe
 
+from .db.objectives import DIRECTIONS, Objective, described, parse_objectives
 from .trial.device import FAKE_GPUS_HELP
 from .strategy import SAMPLERS, SCHEDULERS
 
-OBJECTIVES = {  # reportable metric -> direction
-    "val_robust_acc": "max", "val_clean_acc": "max", "params": "min", "macs": "min",
-}
+OBJECTIVES = ("val_robust_acc", "val_clean_acc", "params", "macs")  # what every trial reports
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Fields that may differ when the same sweep is run again; every other field fixes what the
 # sweep's results mean, and changing it is refused.
@@ -35,8 +34,11 @@ class SweepSpec(SpaceOptions):
     name: str = option(help="sweep name; rerun a name to resume it (default: DATASET-BUDGET-METHOD)")
     budget: int = option(help="parameter budget, e.g. 36M, 1.5M, 500K")
     dataset: str = option("cifar10", help=" | ".join(DATASETS))
-    objectives: tuple[str, ...] = option(("val_robust_acc",),
-                                         help=f"comma-separated, from {', '.join(OBJECTIVES)}")
+    objectives: tuple[str, ...] = option(
+        ("val_robust_acc",),
+        help=f"comma-separated, from {', '.join(OBJECTIVES)}: '-name' minimises, '+name' "
+             "maximises, a bare name takes its natural direction ("
+             + ", ".join(f"{o} {DIRECTIONS[o]}" for o in OBJECTIVES) + ")")
     sampler: str = option("", help=f"{' | '.join(SAMPLERS)}: what proposes the next config "
                                    "(default: grid for the grid space, else tpe)")
     scheduler: str = option("asha", help=f"{' | '.join(SCHEDULERS)}: early stopping of weak trials")
@@ -69,10 +71,10 @@ class SweepSpec(SpaceOptions):
         # eps and step size resolved, so the saved spec says what was really used
         object.__setattr__(self, "recipe", self.recipe.for_dataset(dataset_spec(self.dataset)))
         super().__post_init__()
-        need(len(self.objectives) >= 1 and len(set(self.objectives)) == len(self.objectives),
-             "give at least one objective, each once")
-        for o in self.objectives:
-            need(o in OBJECTIVES, f"unknown objective {o!r}; choose from {', '.join(OBJECTIVES)}")
+        for o in self.parsed_objectives:
+            need(o.name in OBJECTIVES, f"unknown objective {o.name!r}; choose from {', '.join(OBJECTIVES)}")
+        # one spelling per meaning, so a saved "macs" and a rerun's "-macs" are the same sweep
+        object.__setattr__(self, "objectives", tuple(o.spelled for o in self.parsed_objectives))
         if not self.sampler:
             object.__setattr__(self, "sampler", "grid" if self.space == "grid" else "tpe")
         need(self.sampler in SAMPLERS,
@@ -113,8 +115,16 @@ class SweepSpec(SpaceOptions):
         self.search_space().check(self.budget, self.tolerance, self.max_macs)
 
     @property
+    def parsed_objectives(self) -> tuple[Objective, ...]:
+        return parse_objectives(self.objectives)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.parsed_objectives)
+
+    @property
     def modes(self) -> tuple[str, ...]:
-        return tuple(OBJECTIVES[o] for o in self.objectives)
+        return tuple(o.mode for o in self.parsed_objectives)
 
     @property
     def grace_epochs(self) -> int:
@@ -123,7 +133,7 @@ class SweepSpec(SpaceOptions):
     def describe(self) -> str:
         return (f"sweep {self.name}: {self.trials} trials of {self.recipe.method} on "
                 f"{self.dataset}, {self.recipe.epochs} epochs, budget {format_count(self.budget)} "
-                f"({self.space} space), objectives {', '.join(self.objectives)}")
+                f"({self.space} space)\n{described(self.parsed_objectives)}")
 
     # -- persistence and resume ---------------------------------------------------------------
     def to_json(self) -> str:

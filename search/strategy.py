@@ -51,7 +51,7 @@ class Scheduler:
 def _asha(spec: SweepSpec):
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="epoch", metric=spec.objectives[0], mode=spec.modes[0],
+    return ASHAScheduler(time_attr="epoch", metric=spec.metrics[0], mode=spec.modes[0],
                          max_t=spec.recipe.epochs, grace_period=spec.grace_epochs,
                          reduction_factor=spec.reduction_factor)
 

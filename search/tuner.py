@@ -18,7 +18,7 @@ from .trial.retry import failure_config
 from .recorder import SweepRecorder
 from .spec import SweepSpec
 from .strategy import sampler, scheduler
-from .sweepdir import Segment, SweepDir
+from .sweep.files import Segment, SweepDir
 from .trial.trainable import Fence, train_trial
 
 
@@ -72,8 +72,8 @@ class StudySearch(OptunaSearch):
 
     def suggest(self, trial_id: str):
         """Optuna's ask, with the logs that fill in the new trial written at once, in one go
-        (search.study holds them back until here)."""
-        from .study import flush
+        (search.sweep.study holds them back until here)."""
+        from .sweep.study import flush
 
         try:
             return super().suggest(trial_id)
@@ -96,7 +96,7 @@ class SweepSearch(SearchGenerator):
     """Tune's SearchGenerator around the sweep's searcher, except where a restored segment
     creates its new trials. Tune's own, restored from a snapshot, creates them in the experiment
     directory the snapshot was taken in; on object storage each driver runs the experiment in a
-    directory of its own (search.sweepdir), so there that would be the previous driver's, which
+    directory of its own (search.sweep.files), so there that would be the previous driver's, which
     nobody reads any more. This one creates them where the experiment is now."""
 
     def set_state(self, state: dict) -> None:
@@ -105,7 +105,7 @@ class SweepSearch(SearchGenerator):
 
         import pyarrow.fs as pafs
 
-        from .lease import held_lease
+        from .sweep.lease import held_lease
 
         storage = self._experiment.storage
         if isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
@@ -127,10 +127,10 @@ class GridOrder(optuna.samplers.GridSampler):
 
 def open_study(spec: SweepSpec, sweep: SweepDir, *, enqueue_baselines: bool):
     """The sweep's Optuna study storage, with the baselines queued first (once, however often
-    the segment is restarted). It lives in the sweep directory (search.study: a journal file on
+    the segment is restarted). It lives in the sweep directory (search.sweep.study: a journal file on
     local disk, a chain of journal objects on object storage), so a resumed or extended sweep's
     sampler knows every earlier trial; only the driver holding the sweep's lease writes it."""
-    from .study import open_study_storage
+    from .sweep.study import open_study_storage
 
     storage = open_study_storage(sweep.uri)
     study = optuna.create_study(storage=storage, study_name=spec.name, directions=directions(spec),
@@ -153,9 +153,9 @@ def queue_baselines(study: optuna.Study, spec: SweepSpec) -> None:
 
 def objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
     """Tune's metric and mode: one objective, or the list of them."""
-    if len(spec.objectives) == 1:
-        return spec.objectives[0], spec.modes[0]
-    return list(spec.objectives), list(spec.modes)
+    if len(spec.metrics) == 1:
+        return spec.metrics[0], spec.modes[0]
+    return list(spec.metrics), list(spec.modes)
 
 
 def trials_at_once(spec: SweepSpec, segment: Segment) -> int:
@@ -167,7 +167,7 @@ def trials_at_once(spec: SweepSpec, segment: Segment) -> int:
 def trial_fence(sweep: SweepDir) -> Fence | None:
     """What a trial checks before it writes a checkpoint: on object storage, that its driver
     still holds the sweep (its generation is the lease's), else it ends without writing."""
-    from .lease import held_lease
+    from .sweep.lease import held_lease
 
     lease = held_lease(sweep.uri)
     if sweep.local or lease is None:

@@ -18,7 +18,8 @@ from trainer.atomic import atomic_path
 from trainer.status import Status
 
 from .errors import StoreError, UsageError
-from .pareto import numeric_column, parse_objectives, pareto_front
+from .objectives import DIRECTIONS, described, parse_objectives
+from .pareto import numeric_column, pareto_front
 from .ranking import NOISE_Z, arch_label, best, full_fidelity, top
 from .schema import FRACTION, TABLES, TRIALS
 from .storage import DEFAULT_STORAGE
@@ -85,8 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=10, help="how many trials to show (default: 10)")
     p.add_argument("--ascending", action="store_true", help="smallest values first (e.g. --by params)")
     p = sub.add_parser("pareto", parents=[common, ranked], help="the Pareto front")
-    p.add_argument("--objectives", default="val_robust_acc,val_clean_acc,-params",
-                   help="comma-separated numeric columns; '-col' minimises")
+    p.add_argument("--objectives", default="val_robust_acc,val_clean_acc,params",
+                   help="comma-separated numeric columns: '-col' minimises, '+col' maximises, a "
+                        "bare name takes its natural direction (max: "
+                        f"{', '.join(n for n, d in DIRECTIONS.items() if d == 'max')}; min: "
+                        f"{', '.join(n for n, d in DIRECTIONS.items() if d == 'min')}; any "
+                        "other column: max)")
     p = sub.add_parser("best", parents=[common, ranked],
                        help="the most robust configuration per budget, with runners-up")
     p.add_argument("--runners-up", type=int, default=4,
@@ -162,9 +167,10 @@ def _cmd_top(args: argparse.Namespace) -> None:
 def _cmd_pareto(args: argparse.Namespace) -> None:
     df = _nonempty(_trials(args))
     objectives = parse_objectives(args.objectives)
-    columns = [numeric_column(df, o.column) for o in objectives]
+    columns = [numeric_column(df, o.name) for o in objectives]
     front = pareto_front(df, objectives).sort_values(columns[0], ascending=not objectives[0].maximize)
-    print(f"Pareto front of {len(df)} trials on {', '.join(map(str, objectives))}: {len(front)} trials")
+    print(described(objectives))
+    print(f"Pareto front of {len(df)} trials: {len(front)} trials")
     print(render_table(front, _TRIAL_COLUMNS + columns))
 
 

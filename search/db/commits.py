@@ -18,7 +18,7 @@ written by the log's writer every SEGMENT entries; entries never change, so a se
 same whoever writes it, and needs no fence). A reader takes the segments chained from 0 that
 reach furthest, then the entries after them.
 
-Reading needs pyarrow alone; committing needs a ``writer`` (search.lease: the lease holder),
+Reading needs pyarrow alone; committing needs a ``writer`` (search.sweep.lease: the lease holder),
 which can put an object only if absent.
 """
 

@@ -4,39 +4,15 @@ objectives, O(n log^2 n) for three, O(n x front size) for more."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from .errors import UsageError
+from .objectives import Objective, parse_objectives
 
 # Names users type for the trials table's headline columns (the epochs table has the real ones).
 ALIASES = {"val_robust_acc": "best_val_robust_acc", "val_clean_acc": "best_val_clean_acc"}
-
-
-@dataclass(frozen=True)
-class Objective:
-    column: str
-    maximize: bool
-
-    @classmethod
-    def parse(cls, text: str) -> Objective:
-        """'col' or '+col': maximise; '-col': minimise."""
-        text = text.strip()
-        if text[:1] in "+-" and len(text) > 1:
-            return cls(text[1:], text[0] == "+")
-        if not text:
-            raise UsageError("empty objective; write e.g. --objectives val_robust_acc,-params")
-        return cls(text, True)
-
-    def __str__(self) -> str:
-        return ("" if self.maximize else "-") + self.column
-
-
-def parse_objectives(spec: str | Sequence[str]) -> list[Objective]:
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    return [o if isinstance(o, Objective) else Objective.parse(o) for o in items]
 
 
 def numeric_column(df: pd.DataFrame, name: str) -> str:
@@ -50,13 +26,13 @@ def numeric_column(df: pd.DataFrame, name: str) -> str:
     return column
 
 
-def pareto_front(df: pd.DataFrame, objectives: str | Sequence[str]) -> pd.DataFrame:
-    """Rows of ``df`` no other row dominates ('-col' minimises). A row with NaN in an objective
-    is never on the front; rows with identical objectives are all kept. Row order is kept."""
+def pareto_front(df: pd.DataFrame, objectives: str | Sequence[str | Objective]) -> pd.DataFrame:
+    """Rows of ``df`` no other row dominates, each objective in its direction ('-col' minimises,
+    '+col' maximises, a bare name as search.db.objectives.DIRECTIONS says). A row with NaN in
+    an objective is never on the front; rows with identical objectives are all kept. Row order
+    is kept."""
     objs = parse_objectives(objectives)
-    if not objs:
-        raise UsageError("no objectives; write e.g. --objectives val_robust_acc,-params")
-    cols = [df[numeric_column(df, o.column)].to_numpy(dtype=np.float64, na_value=np.nan) for o in objs]
+    cols = [df[numeric_column(df, o.name)].to_numpy(dtype=np.float64, na_value=np.nan) for o in objs]
     cols = [c if o.maximize else -c for c, o in zip(cols, objs)]
     valid = np.ones(len(df), dtype=bool)
     for c in cols:

@@ -76,10 +76,10 @@ class Lookup:
     table: Table = field(repr=False)
     storage: str  # where the replay's sweeps live
 
-    def __call__(self, config: dict, *, spec_json: str, data_dir: str) -> None:
+    def __call__(self, config: dict, *, spec_json: str, data_dir: str, fence=None) -> None:
         from ray import tune
 
-        from ..sweepdir import SweepDir
+        from ..sweep.files import SweepDir
 
         spec = SweepSpec.from_json(spec_json)
         arch = WRNConfig.from_dict(config)
@@ -99,7 +99,7 @@ def running_trial(sweep_uri: str) -> int:
     """The number of the one running trial of the sweep's study."""
     import optuna
 
-    from ..study import open_study_storage
+    from ..sweep.study import open_study_storage
 
     storage = open_study_storage(sweep_uri)
     [study] = storage.get_all_studies()
@@ -147,7 +147,7 @@ def replay(table: Table, strategy: str, seed: int, *, budget_seconds: float, sto
     """One replay of ``strategy`` until its trials have consumed ``budget_seconds``, as a sweep
     under ``storage``; with ``baselines``, a sampler other than the grid runs the sweep's
     baselines first, as a sweep does."""
-    from ..sweepdir import Segment, SweepDir
+    from ..sweep.files import Segment, SweepDir
     from ..tuner import build_tuner
 
     spec = strategy_spec(table.spec, strategy, seed=seed, trials=20 * len(table.curves),

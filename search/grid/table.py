@@ -140,7 +140,7 @@ class Table:
 
 def recorded_spec(storage: str, sweeps: list[str]) -> SweepSpec:
     """The spec of the recorded grid ``sweeps`` (one grid, differing only in seeds)."""
-    from ..sweepdir import SweepDir
+    from ..sweep.files import SweepDir
 
     if not sweeps:
         raise UsageError(f"no recorded sweep under {storage}: record one with search.run "

@@ -18,10 +18,10 @@ import json
 import os
 from dataclasses import dataclass
 
-from .db import storage
-from .db.commits import SWEEP_LOG, open_log
-from .db.errors import StoreError, UsageError
-from .spec import SweepSpec
+from ..db import storage
+from ..db.commits import SWEEP_LOG, open_log
+from ..db.errors import StoreError, UsageError
+from ..spec import SweepSpec
 
 SPEC_FILE = "sweep.json"
 SEGMENTS_FILE = "segments.json"
@@ -66,10 +66,9 @@ class SweepDir:
     def write(self, name: str, text: str) -> None:
         """Replace the file whole; LeaseLost if this driver no longer holds the sweep's lease
         (on object storage: the store refuses the commit of a driver that lost it)."""
-        from .lease import held_lease
+        from .lease import check_writer
 
-        if (lease := held_lease(self.uri)) is not None:
-            lease.check()
+        check_writer(self.uri)
         if not self.local:
             open_log(self.uri, SWEEP_LOG).commit({"files": {name: text}})
             return

@@ -9,32 +9,26 @@ write of one that does not know invisible is the store (search.db.commits).
 
 from __future__ import annotations
 
-import email.utils
 import functools
-import json
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl
 
 from space_defs.cli import UsageError
 
 from ..db import storage
-from ..db.commits import LOGS, Fenced, json_object, open_log
-from ..db.errors import StoreError
+from ..db.commits import Fenced
 
 
 __all__ = ["sweep_lock", "Lease", "SweepBusy", "LeaseLost", "held_lease", "check_writer", "writer_guard",
            "DEFAULT_TTL", "LOCK_FILE", "LEASE_FILE"]
 
 
-DEFAULT_TTL = 30.0  # seconds a lease lives without renewal; renewed every ttl / 3
+DEFAULT_TTL = 30.0  # seconds a lease lives without renewal
 
 
 LOCK_FILE = "driver.lock"  # local disk: the FileLock

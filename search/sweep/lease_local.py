@@ -5,24 +5,10 @@ second driver gets.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import socket
-import sys
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl
-
-from space_defs.cli import UsageError
-
-from ..db import storage
-from ..db.commits import LOGS, Fenced, json_object, open_log
-from ..db.errors import StoreError
+from datetime import datetime, timezone
 
 from .lease import LOCK_FILE, OWNER_FILE, Lease, _busy, key
 

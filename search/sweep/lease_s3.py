@@ -2,13 +2,14 @@
 and renewed only by S3 conditional writes (PutObject If-None-Match / If-Match, which AWS S3 has
 honoured since 2024, moto's server too; a store that ignores them is found out by a probe when
 the lease is taken, and refused): of two drivers starting together exactly one creates
-the object; the holder renews it every ``ttl / 3`` seconds by overwriting it only if it is still
-the version it wrote. A lease not renewed for ``ttl`` seconds (its holder was killed or cut off)
-is taken over, again by a conditional overwrite, so one of several waiting drivers wins. Expiry
-is judged by the store's own clock (the object's Last-Modified against the response's Date), so
-machines with skewed clocks agree. A driver rerun on the machine of a killed one need not wait
-for its lease to lapse: the lease names its holder's machine (boot id and pid namespace), and a
-holder whose pid no longer runs there is dead for sure, so its lease is taken over at once.
+the object; the holder renews it several times per ttl (``LeaseTimes``: the ttl and every
+period derived from it) by overwriting it only if it is still the version it wrote. A lease
+not renewed for its ttl (its holder was killed or cut off) is taken over, again by a
+conditional overwrite, so one of several waiting drivers wins. Expiry is judged by the
+store's own clock (the object's Last-Modified against the response's Date), so machines with
+skewed clocks agree. A driver rerun on the machine of a killed one need not wait for its lease
+to lapse: the lease names its holder's machine (boot id and pid namespace), and a holder whose
+pid no longer runs there is dead for sure, so its lease is taken over at once.
 pyarrow cannot send these headers (it drops them silently), so this object and the entries of
 the commit logs are written with boto3; every other file of a sweep goes through pyarrow.
 
@@ -19,9 +20,10 @@ commit logs (search.db.commits): the study journal, and the log of the trial dat
 and the sweep's files. Every later commit of an earlier holder lands on a taken slot and is
 refused by the store, however long that holder was paused. The holder also gives up on its own
 before anyone else can take over: a watchdog thread marks the lease lost once it has not been
-renewed for ``ttl - ttl / 6`` seconds, counted on CLOCK_BOOTTIME (which goes on while the
-machine is suspended) and whether or not a renewal is stuck on the network; ``lease.check()``
-raises LeaseLost from then on, and ``on_lost`` is called once (from the thread that notices).
+renewed for ``LeaseTimes.give_up_after`` seconds, a margin short of the ttl, counted on
+CLOCK_BOOTTIME (which goes on while the machine is suspended) and whether or not a renewal is
+stuck on the network; ``lease.check()`` raises LeaseLost from then on, and ``on_lost`` is
+called once (from the thread that notices).
 """
 
 from __future__ import annotations
@@ -33,19 +35,47 @@ import socket
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl
 
 from space_defs.cli import UsageError
 
 from ..db import storage
-from ..db.commits import LOGS, Fenced, json_object, open_log
+from ..db.commits import LOGS, json_object, open_log
 from ..db.errors import StoreError
 
-from .lease import LEASE_FILE, Lease, LeaseLost, _busy
+from .lease import DEFAULT_TTL, LEASE_FILE, Lease, LeaseLost, _busy
+
+
+@dataclass(frozen=True)
+class LeaseTimes:
+    """The S3 lease's timing, all derived from its ttl (seconds); docs/RELIABILITY.md renders it."""
+
+    ttl: float = DEFAULT_TTL  # a lease lives this long without renewal
+
+    @property
+    def renew_every(self) -> float:
+        return self.ttl / 3
+
+    @property
+    def margin(self) -> float:
+        """The holder gives up this long before anyone else may take over; also the timeout
+        of each request on the lease object."""
+        return self.ttl / 6
+
+    @property
+    def give_up_after(self) -> float:
+        """Without an accepted renewal for this long (CLOCK_BOOTTIME), the holder stops."""
+        return self.ttl - self.margin
+
+    @property
+    def lapses_after(self) -> float:
+        """Unrenewed for longer than this by the store's clock, the lease is another driver's to
+        take: Last-Modified and Date count whole seconds, so one more second makes sure the
+        lease's real age exceeds its ttl."""
+        return self.ttl + 1
 
 
 _BOOTTIME = sys.platform.startswith("linux") and hasattr(time, "CLOCK_BOOTTIME")
@@ -64,9 +94,10 @@ class S3Lease(Lease):
         super().__init__(sweep_uri, name, ttl)
         if ttl < 3:
             raise ValueError("a lease needs ttl >= 3 s (the store's clock counts whole seconds)")
-        self.client, self.bucket, self.object_key = s3_client(sweep_uri, LEASE_FILE, timeout=ttl / 6)
+        self.times = LeaseTimes(ttl)
+        self.client, self.bucket, self.object_key = s3_client(sweep_uri, LEASE_FILE,
+                                                              timeout=self.times.margin)
         self._commits = None  # the client of the commit logs (longer timeouts), made when needed
-        self._margin = ttl / 6  # give up this long before anyone else may take over
         self._seq = 0
         self._etag: str | None = None
         self._sent: dict[int, float] = {}  # write number -> when it was sent (_clock)
@@ -105,11 +136,11 @@ class S3Lease(Lease):
         now = email.utils.parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
         return body, reply["ETag"], reply["LastModified"], now
 
+    def _lapses_after(self, body: dict) -> float:
+        return LeaseTimes(float(body.get("ttl_s", self.ttl))).lapses_after
+
     def _expired(self, body: dict, modified: datetime, now: datetime) -> bool:
-        ttl = float(body.get("ttl_s", self.ttl))
-        # Last-Modified and Date count whole seconds: one more second, so that the real age of
-        # the lease surely exceeds its ttl.
-        return (now - modified).total_seconds() > ttl + 1
+        return (now - modified).total_seconds() > self._lapses_after(body)
 
     def _ours(self, seen) -> bool:
         """Whether the lease object read is this holder's (a write whose reply was lost)."""
@@ -123,7 +154,7 @@ class S3Lease(Lease):
             seen = self._get()
             if self._ours(seen):  # our write landed; its reply was lost and the retry refused
                 self._etag = seen[1]
-                self._deadline = self._sent[int(seen[0]["seq"])] + self.ttl - self._margin
+                self._deadline = self._sent[int(seen[0]["seq"])] + self.times.give_up_after
                 break
             self._seq += 1
             self._sent[self._seq] = _clock()
@@ -135,7 +166,7 @@ class S3Lease(Lease):
                     body, etag, modified, now = seen
                     if (body.get("state") != "released" and not self._expired(body, modified, now)
                             and not _dead_here(body)):
-                        until = modified + timedelta(seconds=float(body.get("ttl_s", self.ttl)))
+                        until = modified + timedelta(seconds=self._lapses_after(body))
                         raise _busy(self.name, f"lease held by {body.get('host', '?')} pid "
                                                f"{body.get('pid', '?')} until "
                                                f"{until:%Y-%m-%dT%H:%M:%SZ}, renewed while it runs")
@@ -145,7 +176,7 @@ class S3Lease(Lease):
                 if _refused(e):
                     continue  # another driver moved first, or our reply was lost: look again
                 raise
-            self._deadline = self._sent[self._seq] + self.ttl - self._margin
+            self._deadline = self._sent[self._seq] + self.times.give_up_after
             break
         else:
             raise _busy(self.name, "its lease changed hands while this driver tried to take it")
@@ -212,20 +243,20 @@ class S3Lease(Lease):
     def check(self) -> None:
         super().check()
         if _clock() > self._deadline:
-            self._lose(f"not renewed for {self.ttl - self._margin:.0f} s")
+            self._lose(f"not renewed for {self.times.give_up_after:.0f} s")
             super().check()
 
     def _watch(self) -> None:
         """The deadline, on a thread of its own: it passes while a renewal hangs on the network."""
-        while not self._stop.wait(min(0.25, self._margin / 4)):
+        while not self._stop.wait(min(0.25, self.times.margin / 4)):
             if self._lost or self._released:
                 return
             if _clock() > self._deadline:
-                self._lose(f"the store did not accept a renewal for {self.ttl - self._margin:.0f} s")
+                self._lose(f"the store did not accept a renewal for {self.times.give_up_after:.0f} s")
                 return
 
     def _beat(self) -> None:
-        interval = self.ttl / 3
+        interval = self.times.renew_every
         wait = interval
         while not self._stop.wait(wait):
             if self._lost or self._released:
@@ -257,8 +288,8 @@ class S3Lease(Lease):
                 self._lose(f"the lease object is {who}")
                 raise LeaseLost(self._lost) from None
             self._etag = seen[1]  # ours: keep the deadline of the renewal that landed
-            sent = self._sent.get(int(seen[0].get("seq", 0)), self._deadline - self.ttl + self._margin)
-        self._deadline = max(self._deadline, sent + self.ttl - self._margin)
+            sent = self._sent.get(int(seen[0].get("seq", 0)), self._deadline - self.times.give_up_after)
+        self._deadline = max(self._deadline, sent + self.times.give_up_after)
         for old in [s for s in self._sent if s < seq]:
             del self._sent[old]
 

@@ -17,7 +17,7 @@ with the next other log, or at the end of the searcher's ``suggest`` (StudySearc
 costs the driver two or three PUTs (see DEFER_LOGS).
 Anyone else reads (``export``, to open it in optuna-dashboard):
 
-    python -m search.study export NAME --storage s3://bucket/runs   # writes NAME.optuna.journal
+    python -m search.sweep.study export NAME --storage s3://bucket/runs   # writes NAME.optuna.journal
     optuna-dashboard NAME.optuna.journal
 """
 
@@ -36,10 +36,10 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
 from space_defs.cli import Parser, UsageError
 
-from .db import storage
-from .db.commits import STUDY_LOG, CommitLog, open_log
-from .db.errors import StoreError
-from .lease import held_lease, key
+from ..db import storage
+from ..db.commits import STUDY_LOG, CommitLog, open_log
+from ..db.errors import StoreError
+from .lease import check_writer, held_lease, key
 
 __all__ = ["open_study_storage", "ObjectJournalBackend", "read_journal", "export", "flush",
            "JOURNAL_FILE", "STUDY_LOG"]
@@ -129,10 +129,10 @@ class ObjectJournalBackend(BaseJournalBackend):
         lease = held_lease(self.uri)
         if lease is None:
             raise UsageError(f"the study of {self.uri} is written only by the sweep's driver, "
-                             "which holds its lease (search.lease.sweep_lock)")
+                             "which holds its lease (search.sweep.lease.sweep_lock)")
         journal = self._journal()
         with journal.lock:
-            lease.check()
+            check_writer(self.uri)
             self._sync(journal)
             journal.logs.extend(json.loads(json.dumps(logs)))  # as a reader will see them
             if not journal.pending:
@@ -220,7 +220,7 @@ def export(sweep_uri: str, out: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m search.study", description="The sweep's Optuna study.")
+    p = Parser(prog="python -m search.sweep.study", description="The sweep's Optuna study.")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="copy the study to a local journal file for optuna-dashboard")
     e.add_argument("name", help="the sweep's name (--name of search.run)")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", help="the journal file to write (default: NAME.optuna.journal)")
     args = p.parse_args(argv)
     try:
-        from .db.store import check_sweep_name
+        from ..db.store import check_sweep_name
 
         check_sweep_name(args.name)
         out = args.out or f"{args.name}.optuna.journal"

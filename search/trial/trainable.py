@@ -53,7 +53,8 @@ class Fence:
     def current(self) -> bool:
         """Whether that driver still holds the sweep (one GET of the lease object); a store
         that cannot be read says nothing, and the trial goes on."""
-        from ..lease import LEASE_FILE, s3_client
+        from ..sweep.lease import LEASE_FILE
+        from ..sweep.lease_s3 import s3_client
 
         try:
             client, bucket, key = s3_client(self.sweep_uri, LEASE_FILE)
@@ -79,7 +80,7 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str,
     checkpoint OWN_ERROR_RETRIES times (counted beside the trial, across nodes), then ends it
     as ``failed``; losing its node is Tune's to retry, many more times (search.cluster). With a
     ``fence`` (object storage), a trial whose driver lost the sweep stops before its next
-    checkpoint: what it would write lands in a directory nobody reads (search.sweepdir), and
+    checkpoint: what it would write lands in a directory nobody reads (search.sweep.files), and
     the GPU is freed for the sweep's new driver."""
     import torch
 

@@ -167,7 +167,7 @@ def arm_driver(faults: list[Fault]) -> None:
 
     for fault in faults:
         if fault.at == "lease" and fault.action == "ttl":
-            from search import lease
+            from search.sweep import lease
 
             lease.DEFAULT_TTL = fault.seconds
         if fault.at == "lease" and fault.action == "stall":
@@ -251,7 +251,7 @@ def _statuses(path) -> set[str]:
 def _stall_lease(signum, frame) -> None:
     import threading
 
-    from search import lease
+    from search.sweep import lease
 
     hang = threading.Event()
     for held in list(lease._HELD.values()):

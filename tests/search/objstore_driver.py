@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).parents[2]))
 
 import optuna  # noqa: E402
 
-from search import lease as lease_module  # noqa: E402
+from search.sweep import lease_s3 as lease_module  # noqa: E402
 from search.db.storage import is_local  # noqa: E402
 from search.db.commits import Fenced  # noqa: E402
-from search.lease import sweep_lock  # noqa: E402
+from search.sweep.lease import sweep_lock  # noqa: E402
 from search.recorder import open_store  # noqa: E402
-from search.study import open_study_storage  # noqa: E402
+from search.sweep.study import open_study_storage  # noqa: E402
 from space_defs.cli import UsageError  # noqa: E402
 from tests.search.db.test_store import trial as trial_row  # noqa: E402
 
@@ -38,7 +38,7 @@ def say(*words) -> None:
 def stop_the_clock() -> None:
     lease_module._clock = lambda: 0.0
     hang = threading.Event()
-    lease_module._S3Lease._renew = lambda self: hang.wait()
+    lease_module.S3Lease._renew = lambda self: hang.wait()
 
 
 def main() -> int:

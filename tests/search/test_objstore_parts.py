@@ -1,5 +1,5 @@
-"""The sweep's study (search.study), trial database (search.db.store) and driver lock
-(search.lease) on real S3 API servers on 127.0.0.1, each suite once on moto's server and once
+"""The sweep's study (search.sweep.study), trial database (search.db.store) and driver lock
+(search.sweep.lease) on real S3 API servers on 127.0.0.1, each suite once on moto's server and once
 on SeaweedFS (tests/harness/s3.py: ``any_s3``), each driver a process of its own, killed,
 paused and starved for real; replies lost, held back and answered 409 by the relay in front of
 the server (tests/harness/relay.py)."""
@@ -27,8 +27,9 @@ from search.db import commits, load_trials
 from search.db.commits import STUDY_LOG, SWEEP_LOG, open_log
 from search.db.errors import StoreError
 from search.db.storage import join
-from search.lease import LEASE_FILE, SweepBusy, s3_client, sweep_lock
-from search.study import JOURNAL_FILE, open_study_storage, read_journal
+from search.sweep.lease import LEASE_FILE, SweepBusy, sweep_lock
+from search.sweep.lease_s3 import s3_client
+from search.sweep.study import JOURNAL_FILE, open_study_storage, read_journal
 from space_defs.cli import UsageError
 from tests.harness.relay import Relay, Rule
 from tests.harness.s3 import any_bucket, any_s3, free_port, s3_bucket, s3_env, s3_server  # noqa: F401
@@ -123,7 +124,7 @@ def entries(uri: str, name: str) -> list[dict]:
 
 def read_elsewhere(uri: str) -> list[dict]:
     """The study's journal as a process without the lease reads it."""
-    done = subprocess.run([sys.executable, "-c", "import json, sys; from search.study import "
+    done = subprocess.run([sys.executable, "-c", "import json, sys; from search.sweep.study import "
                            "read_journal; print(json.dumps(read_journal(sys.argv[1])))", uri],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -425,7 +426,7 @@ def test_export_opens_in_optuna_dashboard(any_bucket, tmp_path):
         study = optuna.create_study(study_name="demo", storage=open_study_storage(uri))
         study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=4)
     out = tmp_path / "demo.optuna.journal"
-    done = subprocess.run([sys.executable, "-m", "search.study", "export", "demo", "--storage", storage,
+    done = subprocess.run([sys.executable, "-m", "search.sweep.study", "export", "demo", "--storage", storage,
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"optuna-dashboard {out}" in done.stdout
@@ -433,7 +434,7 @@ def test_export_opens_in_optuna_dashboard(any_bucket, tmp_path):
         optuna.storages.journal.JournalFileBackend(str(out))))
     assert [t.params for t in copy.trials] == [t.params for t in study.trials]
 
-    missing = subprocess.run([sys.executable, "-m", "search.study", "export", "nope", "--storage",
+    missing = subprocess.run([sys.executable, "-m", "search.sweep.study", "export", "nope", "--storage",
                               storage, "--out", str(tmp_path / "x")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and missing.stderr.startswith("error: there is no study in ")
@@ -484,7 +485,7 @@ def test_local_disk_keeps_the_file_lock_and_journal_file(tmp_path):
 def test_store_that_ignores_conditional_writes_is_refused(s3_bucket, monkeypatch):
     """A store that drops If-None-Match / If-Match (as older S3 clones do) keeps no one out: the
     lease is refused there rather than trusted. Here the headers are stripped on their way out."""
-    from search import lease as lease_module
+    from search.sweep import lease_s3 as lease_module
 
     real = lease_module.s3_client
 
@@ -509,7 +510,7 @@ def test_store_that_ignores_conditional_writes_is_refused(s3_bucket, monkeypatch
 def test_a_trial_costs_one_write_of_the_study(sweep_uri):
     """The logs that fill in a trial being asked, and intermediate values (one per Tune result),
     are held back and written with the next other log, or when the driver releases the sweep."""
-    from search.study import flush
+    from search.sweep.study import flush
 
     with sweep_lock(sweep_uri, "demo", ttl=TTL):
         storage = open_study_storage(sweep_uri)

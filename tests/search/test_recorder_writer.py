@@ -10,7 +10,7 @@ import time
 import pytest
 
 from search.db.store import TrialStore, load_epochs, load_trials
-from search.lease import LeaseLost, sweep_lock
+from search.sweep.lease import LeaseLost, sweep_lock
 from search.recorder import SweepRecorder, _Writer, open_store
 from search.spec import demo
 

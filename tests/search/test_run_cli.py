@@ -4,13 +4,14 @@ resume and extension rest on (no Ray needed for either)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
 from search.driver import plan_segments
 from search.run import build_spec, parser
 from search.spec import SweepSpec, demo
-from search.sweepdir import Segment
+from search.sweep.files import Segment
 from trainer.datasets import dataset_spec
 from trainer.recipe import Recipe
 
@@ -43,6 +44,24 @@ def test_flags_reach_the_spec_and_its_recipe():
     assert (spec.recipe.method, spec.recipe.epochs, spec.recipe.steps) == ("mart", 7, 3)
     assert spec.recipe.eps == pytest.approx(4 / 255)
     assert spec.seed == spec.recipe.seed == 5  # --seed seeds the sampler and training
+
+
+def test_objectives_take_one_syntax_and_are_stored_in_one_spelling():
+    """'-name' minimises, '+name' maximises, a bare name takes its natural direction (as in
+    search.query); the spec stores the bare name in the natural direction, so a sweep.json
+    saved with "macs" (when '-macs' was refused) means the same as before and as '-macs'."""
+    bare = spec_of("--budget", "1.5M", "--scheduler", "none", "--objectives", "val_robust_acc,macs")
+    signed = spec_of("--budget", "1.5M", "--scheduler", "none", "--objectives", "+val_robust_acc,-macs")
+    assert bare == signed and bare.objectives == ("val_robust_acc", "macs")
+    assert (bare.metrics, bare.modes) == (("val_robust_acc", "macs"), ("max", "min"))
+    assert "objectives: val_robust_acc (max), macs (min)" in bare.describe().splitlines()
+    saved = json.loads(bare.to_json())
+    assert saved["objectives"] == ["val_robust_acc", "macs"]
+    assert SweepSpec.from_json(json.dumps(saved)).modes == ("max", "min")
+    assert signed.changes_from(SweepSpec.from_json(bare.to_json())) == []
+    against = spec_of("--budget", "1.5M", "--scheduler", "none", "--objectives=-val_robust_acc,+macs")
+    assert against.objectives == ("-val_robust_acc", "+macs") and against.modes == ("min", "max")
+    assert SweepSpec.from_json(against.to_json()) == against
 
 
 def test_the_demo_is_a_spec_factory_and_flags_override_it():

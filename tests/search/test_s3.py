@@ -25,9 +25,10 @@ from search.db import load_epochs, load_evals, load_trials
 from search.db.errors import UsageError
 from search.db.commits import STUDY_LOG, SWEEP_LOG, open_log
 from search.db.storage import join
-from search.lease import LEASE_FILE, s3_client
-from search.study import open_study_storage
-from search.sweepdir import SweepDir
+from search.sweep.lease import LEASE_FILE
+from search.sweep.lease_s3 import s3_client
+from search.sweep.study import open_study_storage
+from search.sweep.files import SweepDir
 from tests.harness import ray_nodes
 from tests.harness.s3 import any_bucket, any_s3, s3_bucket, s3_env, s3_server  # noqa: F401 (fixtures)
 

@@ -95,6 +95,10 @@ def test_sweeps_top_pareto_show(root, capsys):
     code, out, _ = cli(capsys, "pareto", "--storage", str(root), "--sweep", "s1",
                        "--objectives", "val_robust_acc,-macs")
     assert code == 0 and "Pareto front of 4 trials" in out
+    assert out.startswith("objectives: val_robust_acc (max), macs (min)\n")
+    code, bare, _ = cli(capsys, "pareto", "--storage", str(root), "--sweep", "s1",
+                        "--objectives", "val_robust_acc,macs")  # macs: its natural direction
+    assert code == 0 and bare == out
     code, out, _ = cli(capsys, "show", "s1_t0", "--storage", str(root))
     assert code == 0 and "learning curve (10 epochs)" in out and "autoattack" in out
     code, out, _ = cli(capsys, "show", "s1_t5", "--storage", str(root))
@@ -105,6 +109,8 @@ def test_sweeps_top_pareto_show(root, capsys):
     (["top", "--sweep", "nope"], "unknown sweep 'nope'"),
     (["top", "--by", "colour"], "unknown column 'colour'"),
     (["pareto", "--objectives", "val_robust_acc,dataset"], "not numeric"),
+    (["pareto", "--objectives", "val_robust_acc,-"], "empty objective"),
+    (["pareto", "--objectives", "macs,-macs"], "give each once"),
     (["show", "t999"], "no trial 't999'"),
     (["export", "--format", "xml", "--out", "OUT"], "invalid choice: 'xml'"),
     (["export", "--sweep", "nope", "--out", "OUT"], "unknown sweep"),

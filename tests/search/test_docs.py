@@ -1,0 +1,61 @@
+"""docs/RELIABILITY.md is the rendering of the numbers the code owns, and the hand-written docs
+leave those numbers to it."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from search import docs
+from search.sweep import lease_s3
+from search.trial import retry
+from trainer.status import NOT_COUNTED, Status
+
+ROOT = Path(__file__).parents[2]
+PROSE = [ROOT / "README.md", ROOT / "docs" / "ARCHITECTURE.md", ROOT / "docs" / "CLUSTER.md"]
+
+
+def test_docs_reliability_md_is_the_rendering_of_the_code():
+    assert docs.PATH.read_text(encoding="utf-8") == docs.render(), \
+        "docs/RELIABILITY.md is stale: run python -m search.docs"
+
+
+def test_it_renders_the_code_values():
+    text = docs.render()
+    times = lease_s3.LeaseTimes()
+    for name in docs.LEASE_ROWS:
+        assert re.search(rf"\| {getattr(times, name):g} \| `LeaseTimes.{name}` \|", text), name
+    for name in ("NODE_LOSS_RETRIES", "OWN_ERROR_RETRIES"):
+        assert f"| {getattr(retry, name)} | `{retry.__name__}.{name}` |" in text
+    assert all(f"`{s}`" in text for s in NOT_COUNTED)
+
+
+def test_the_generator_imports_no_ray_optuna_or_torch():
+    code = ("import sys, search.docs; search.docs.render(); "
+            "print(sorted(m for m in ('ray', 'optuna', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_hand_written_docs_leave_the_numbers_to_it():
+    """A paragraph (or table row) about the lease states none of its periods in seconds; one
+    about retries states no retry count."""
+    times = lease_s3.LeaseTimes()
+    seconds = re.compile(r"\b(%s) s\b" % "|".join(
+        re.escape(f"{getattr(times, name):g}") for name in docs.LEASE_ROWS))
+    counts = re.compile(r"\b(%d times|%d retries|twice)\b" % (retry.NODE_LOSS_RETRIES,
+                                                             retry.OWN_ERROR_RETRIES))
+    for path in PROSE:
+        text = path.read_text(encoding="utf-8")
+        for paragraph in re.split(r"\n\s*\n|\n(?=\|)|\n(?=\s*- )", text):
+            if "lease" in paragraph or "renew" in paragraph:
+                assert not seconds.search(paragraph), (path.name, paragraph)
+            if "retr" in paragraph:
+                assert not counts.search(paragraph), (path.name, paragraph)
+
+
+def test_the_statuses_the_hand_written_docs_name_are_the_code_s():
+    named = {m for path in PROSE for m in re.findall(
+        r"\b(?:status|recorded(?: as)?|become|as) `([a-z_]+)`", path.read_text(encoding="utf-8"))}
+    assert {"failed", "diverged", "lost", "env_failed"} <= named  # the pattern finds them
+    assert named <= {s.value for s in Status}, named - {s.value for s in Status}
