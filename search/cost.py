@@ -84,8 +84,12 @@ def baseline_arch(spec: SweepSpec) -> WRNConfig:
                      tolerance=spec.tolerance)[0]
 
 
-def estimate(spec: SweepSpec, place: Place, *, gpus_per_trial: float, at_once: int) -> SweepCost:
-    """The sweep's cost on ``place`` (measuring CPU throughput there when it matters)."""
+def estimate(spec: SweepSpec, place: Place, *, at_once: int) -> SweepCost:
+    """The sweep's cost on ``place`` (measuring CPU throughput there when it matters); its GPUs
+    per trial resolved by the driver."""
+    gpus_per_trial = spec.gpus_per_trial
+    if gpus_per_trial is None:
+        raise ValueError("GPUs per trial are resolved before the cost (search.cluster.place.gpus_per_trial)")
     arch = baseline_arch(spec)
     cost = SweepCost(arch, trial_flops(arch, spec.recipe, spec.dataset), spec.trials, at_once,
                      gpus_per_trial, None, "")

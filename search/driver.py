@@ -100,16 +100,6 @@ def _stop_writing(message: str) -> None:
     os._exit(2)
 
 
-def quiet_libraries() -> None:
-    """Our recorder prints one line per trial event; Tune's and Optuna's own chatter goes."""
-    import optuna
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old engine honours verbose=0
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # tracebacks: the recorder says one line
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
 def check_data(dataset: str, data_dir: str) -> None:
     """Before Ray starts, when this machine is one of the sweep's nodes (embedded Ray, or the
     cluster's head): the dataset here, downloaded now if it is missing (by ``python -m trainer
@@ -128,12 +118,13 @@ def check_data(dataset: str, data_dir: str) -> None:
         raise UsageError(f"{why}. Nothing was run or written")
 
 
-def trials_at_once(spec: SweepSpec, place, gpus: float) -> tuple[int, str]:
+def trials_at_once(spec: SweepSpec, place) -> tuple[int, str]:
     """How many trials run at once, at most --trials, and why: --max-concurrent, else what the
-    cluster can run at once (search.cluster.concurrent_trials)."""
+    cluster can run at once (search.cluster.place.concurrent_trials)."""
     from .cluster.place import concurrent_trials
 
-    n = spec.max_concurrent or concurrent_trials(place, cpus=spec.cpus_per_trial, gpus=gpus)
+    n = spec.max_concurrent or concurrent_trials(place, cpus=spec.cpus_per_trial,
+                                                 gpus=spec.gpus_per_trial)
     why = ("--max-concurrent" if spec.max_concurrent else
            f"what {'this machine' if place.embedded else 'the cluster'} can run at once")
     if n > spec.trials:
@@ -142,20 +133,21 @@ def trials_at_once(spec: SweepSpec, place, gpus: float) -> tuple[int, str]:
 
 
 def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
-              data_dir: str | None = None, gpus_per_trial: float | None = None,
-              shared_storage: bool = False, yes: bool = False, trainable=None,
+              data_dir: str | None = None, shared_storage: bool = False, yes: bool = False, trainable=None,
               say=print) -> SweepSpec:
     """Run (or resume, or extend) the sweep ``spec`` describes; returns the spec it ran.
-    Where: search.cluster.ATTACH_RULE. ``gpus_per_trial`` None: 1 when the cluster has or can
-    add GPUs, else 0; ``spec.max_concurrent`` None: what the cluster can run at once. Its cost
+    Where: search.cluster.target.ATTACH_RULE. ``spec.gpus_per_trial`` None: 1 when the cluster has or
+    can add GPUs, else 0; ``spec.max_concurrent`` None: what the cluster can run at once (both
+    resolved here, once, and saved with the sweep). ValueError if the space cannot meet the
+    budget, before Ray starts. Its cost
     is said first, and a CPU sweep above a day refused unless ``yes`` (search.cost).
     ``trainable`` replaces the trainer (see tuner.build_tuner)."""
     from . import cluster, cost
 
     from trainer.datasets import DEFAULT_DATA_DIR
 
+    spec.check()
     data_dir = str(data_dir or DEFAULT_DATA_DIR)
-    quiet_libraries()
     target = cluster.find_target(address)
     if target.embedded or target.head is not None:  # this machine is one of the sweep's nodes
         check_data(spec.dataset, data_dir)
@@ -165,19 +157,19 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None = None,
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     with cluster.ray_session(target) as place:
         cluster.check_storage(storage, place, shared=shared_storage)
-        gpus = cluster.gpus_per_trial(place, gpus_per_trial)
-        cluster.check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=gpus)
-        at_once, at_once_why = trials_at_once(spec, place, gpus)
+        spec = dataclasses.replace(spec, gpus_per_trial=cluster.gpus_per_trial(place, spec.gpus_per_trial))
+        cluster.check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial)
+        at_once, at_once_why = trials_at_once(spec, place)
         sweep = SweepDir(storage, spec.name)
         saved_spec(spec, sweep)  # a changed sweep is refused before anything is written
-        price = cost.estimate(spec, place, gpus_per_trial=gpus, at_once=at_once)
+        price = cost.estimate(spec, place, at_once=at_once)
         cost.check(price, place, yes=yes)  # nothing written yet
         sweep.check_writable()
         with sweep_lock(sweep.uri, spec.name, on_lost=_stop_writing):
-            spec = prepare(dataclasses.replace(
-                spec, gpus_per_trial=gpus, max_concurrent=spec.max_concurrent or at_once), sweep)
+            spec = prepare(dataclasses.replace(spec, max_concurrent=spec.max_concurrent or at_once),
+                           sweep)
             say(f"{spec.describe()}\n{place.describe()}\n"
-                f"trials at once: {at_once} ({at_once_why}; {gpus:g} GPUs and "
+                f"trials at once: {at_once} ({at_once_why}; {spec.gpus_per_trial:g} GPUs and "
                 f"{spec.cpus_per_trial:g} CPUs per trial)\n{price.describe()}\n"
                 f"sweep directory {sweep.uri}")
             run_segments(spec, sweep, data_dir=data_dir, trainable=trainable, say=say)

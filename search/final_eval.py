@@ -36,7 +36,7 @@ def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_di
     """(Runs as a streaming Ray task.) Evaluates the model saved at ``path`` in the filesystem
     of ``sweep_uri`` at the budget it was trained at, yielding a dict per attack (and AutoAttack
     component) as it finishes: accuracy, its own seconds, the time left, n, eps, step size. On
-    a granted GPU CUDA must be able to use, as for trials (search.cluster.trial_device)."""
+    a granted GPU CUDA must be able to use, as for trials (search.trial.device.trial_device)."""
     import pyarrow.fs as pafs
 
     from trainer.evaluation import evaluation_steps

@@ -79,12 +79,11 @@ class SweepRecorder(tune.Callback):
     """Writes the trials and epochs tables (the database's only writer) and prints progress."""
 
     def __init__(self, spec: SweepSpec, storage: str):
-        self.spec_json = spec.to_json()
+        self.spec = spec
         self.storage = storage
         self._state()
 
     def _state(self) -> None:
-        self.spec = SweepSpec.from_json(self.spec_json)
         self._store = None
         self._trials: dict[str, _Trial] = {}
         self._best: tuple[float, str] | None = None
@@ -95,7 +94,7 @@ class SweepRecorder(tune.Callback):
         self._store_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"spec_json": self.spec_json, "storage": self.storage}
+        return {"spec": self.spec, "storage": self.storage}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

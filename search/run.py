@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
         from .db import storage
 
         spec = build_spec(args)
-        spec.check()
         storage.check(args.storage)
     except ValueError as e:
         return _usage_error(e)
@@ -79,7 +78,6 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
 
     try:
         spec = run_sweep(spec, storage=args.storage, address=args.address, data_dir=args.data_dir,
-                         gpus_per_trial=getattr(args, "gpus_per_trial", None),
                          shared_storage=args.shared_storage, yes=args.yes, trainable=trainable)
     except (UsageError, StoreError) as e:
         return _usage_error(e)

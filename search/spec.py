@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from space_defs import SearchSpace, format_count
-from space_defs.cli import option
+from space_defs.cli import UsageError, option
 from space_defs.options import SpaceOptions
 from trainer.datasets import DATASETS, dataset_spec
 from trainer.recipe import Recipe
@@ -51,9 +51,9 @@ class SweepSpec(SpaceOptions):
         None, help="trials running at once; none: as many as the cluster can run at once (its "
                    "GPUs, up and those its autoscaler may add, over --gpus-per-trial; CPUs for "
                    "CPU trials), at most the trials left")
-    gpus_per_trial: float = option(0.0, help="GPUs per trial; fractions pack small trials onto "
-                                             "one GPU (default when not given: 1 if the cluster "
-                                             "has or can add GPUs)")
+    gpus_per_trial: float | None = option(
+        None, help="GPUs per trial; fractions pack small trials onto one GPU (none: 1 if the "
+                   "cluster has or can add GPUs, else 0; the driver resolves it once)")
     cpus_per_trial: float = option(1.0, help="CPUs reserved per trial; also its torch threads")
     fake_gpus: bool = option(False, help=FAKE_GPUS_HELP)
     final_eval: int = option(0, help="evaluate the top K configs on the test split after the sweep")
@@ -91,10 +91,9 @@ class SweepSpec(SpaceOptions):
         need(self.trials >= 1, f"trials must be at least 1, got {self.trials}")
         need(self.max_concurrent is None or self.max_concurrent >= 1,
              f"max concurrent must be at least 1, got {self.max_concurrent}")
-        need(self.gpus_per_trial >= 0, f"GPUs per trial must be >= 0, got {self.gpus_per_trial}")
         need(self.cpus_per_trial >= 0.01,  # Ray rejects smaller fractional resource requests
              f"CPUs per trial must be at least 0.01, got {self.cpus_per_trial}")
-        need(self.gpus_per_trial == 0 or self.gpus_per_trial >= 0.01,
+        need(self.gpus_per_trial in (None, 0) or self.gpus_per_trial >= 0.01,
              f"GPUs per trial must be 0 or at least 0.01, got {self.gpus_per_trial}")
         try:
             from trainer.attack_names import parse_attack
@@ -111,8 +110,11 @@ class SweepSpec(SpaceOptions):
         return self.space_for(dataset_spec(self.dataset).data)
 
     def check(self) -> None:
-        """Raise ValueError if the space cannot meet the budget (before any trial runs)."""
-        self.search_space().check(self.budget, self.tolerance, self.max_macs)
+        """UsageError if the space cannot meet the budget (before any trial runs)."""
+        try:
+            self.search_space().check(self.budget, self.tolerance, self.max_macs)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
     @property
     def parsed_objectives(self) -> tuple[Objective, ...]:
@@ -138,6 +140,11 @@ class SweepSpec(SpaceOptions):
     # -- persistence and resume ---------------------------------------------------------------
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def __reduce__(self):
+        # Crosses to trials and to Tune's snapshot in its saved form, so an unpickled spec is
+        # one this code can read, whatever the pickling process's version of the class.
+        return (SweepSpec.from_json, (self.to_json(),))
 
     @classmethod
     def from_json(cls, text: str) -> SweepSpec:

@@ -27,12 +27,12 @@ class DefineByRun:
     """The searcher's space: Optuna suggests through ``trial``; the solved architecture comes
     back as constants, so each Tune config holds the exact network to train."""
 
-    spec_json: str
+    spec: SweepSpec
 
     def __call__(self, trial) -> dict[str, Any]:
         from space_defs import suggest_config
 
-        spec = SweepSpec.from_json(self.spec_json)
+        spec = self.spec
         cfg = suggest_config(trial, spec.budget, space=spec.search_space(),
                              max_macs=spec.max_macs, tolerance=spec.tolerance)
         return cfg.to_dict()
@@ -185,7 +185,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     # duplicate the trial database, and tensorboardX would import torch into the driver (3 s).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trainable = tune.with_resources(
-        tune.with_parameters(trainable, spec_json=spec.to_json(), data_dir=data_dir,
+        tune.with_parameters(trainable, spec=spec, data_dir=data_dir,
                              fence=trial_fence(sweep)),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     if restore:
@@ -194,7 +194,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
     parent, _, leaf = segment.path.rpartition("/")
     metric, mode = objective(spec)
     searcher = StudySearch(
-        space=DefineByRun(spec.to_json()), metric=metric, mode=mode,
+        space=DefineByRun(spec), metric=metric, mode=mode,
         sampler=sampler(spec, spec.seed + len(sweep.segments())), study_name=spec.name,
         storage=open_study(spec, sweep, enqueue_baselines=first))
     return tune.Tuner(

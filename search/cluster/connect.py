@@ -16,13 +16,27 @@ from .processes import descendants, stop_processes
 from .target import Target
 
 
+def quiet_libraries() -> None:
+    """Our recorder prints one line per trial event; Tune's and Optuna's own chatter goes. Set
+    before Ray starts, so its workers inherit it; a quieter Optuna stays quieter."""
+    import optuna
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old engine honours verbose=0
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # tracebacks: the recorder says one line
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if optuna.logging.get_verbosity() < optuna.logging.WARNING:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 @contextmanager
 def ray_session(target: Target, **init_kwargs: Any) -> Iterator[Place]:
     """``connect(target)`` for the block, then ``ray.shutdown()``. An embedded Ray is this
     command's alone: when the block is left (normally, by an error, or by Ctrl-C) every process
     it started is gone (``ray.shutdown()`` stops its GCS and raylet, and leaves the raylet's
     agents and workers to notice on their own, seconds or minutes later). A cluster's processes
-    are the cluster's: only this command's connection ends."""
+    are the cluster's: only this command's connection ends. Tune's and Optuna's chatter is
+    quieted first (quiet_libraries)."""
+    quiet_libraries()
     place = connect(target, **init_kwargs)
     try:
         yield place

@@ -252,8 +252,8 @@ def open_log(sweep_uri: str, name: str, *, shared: bool = True) -> CommitLog:
     if not shared:
         fs, path = storage.resolve(sweep_uri)
         return CommitLog(fs, f"{path}/{name}", LOGS[name])
-    base, _, options = sweep_uri.partition("?")
-    spelled = (f"{base.rstrip('/')}?{'&'.join(sorted(options.split('&')))}", name)
+    options = "&".join(sorted(sweep_uri.partition("?")[2].split("&")))  # the store it is on
+    spelled = (storage.location(sweep_uri), options, name)
     with _SHARED_LOCK:
         log = _SHARED.get(spelled)
         if log is None:

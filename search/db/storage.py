@@ -21,6 +21,15 @@ def is_local(uri: str | os.PathLike) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def location(uri: str | os.PathLike) -> str:
+    """The directory a storage URI names, the same for every spelling of it (a relative path,
+    file://, a trailing '/'), without its '?options': the key of a sweep in a process."""
+    uri = os.fspath(uri)
+    if is_local(uri):
+        return os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+    return uri.partition("?")[0].rstrip("/")
+
+
 def join(uri: str | os.PathLike, *parts: str) -> str:
     """The URI with path parts appended before its options:
     ``join("s3://b/runs?region=x", "demo")`` is ``"s3://b/runs/demo?region=x"``."""

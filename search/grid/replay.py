@@ -61,7 +61,7 @@ def strategy_spec(recorded: SweepSpec, strategy: str, *, seed: int, trials: int,
     sampler, scheduler = STRATEGIES[strategy]
     return dataclasses.replace(
         recorded, name=f"replay-{strategy.replace('+', '-')}-{seed}", seed=seed, trials=trials,
-        sampler=sampler, scheduler=scheduler, max_concurrent=1, cpus_per_trial=0.01,
+        sampler=sampler, scheduler=scheduler, max_concurrent=1, cpus_per_trial=0.01, gpus_per_trial=0.0,
         grace_period=grace_period if scheduler != "none" else 0,
         reduction_factor=reduction_factor, final_eval=0)
 
@@ -76,12 +76,11 @@ class Lookup:
     table: Table = field(repr=False)
     storage: str  # where the replay's sweeps live
 
-    def __call__(self, config: dict, *, spec_json: str, data_dir: str, fence=None) -> None:
+    def __call__(self, config: dict, *, spec: SweepSpec, data_dir: str, fence=None) -> None:
         from ray import tune
 
         from ..sweep.files import SweepDir
 
-        spec = SweepSpec.from_json(spec_json)
         arch = WRNConfig.from_dict(config)
         runs, cost = self.table.curves[arch], self.table.cost(arch)
         number = running_trial(SweepDir(self.storage, spec.name).uri)
@@ -235,10 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from ..cluster.target import find_target
     from ..cluster.connect import ray_session
-    from ..driver import quiet_libraries
     from .summary import render, write_results
 
-    quiet_libraries()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a used-up grid re-proposing a point: expected

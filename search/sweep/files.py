@@ -119,10 +119,8 @@ def saved_spec(spec: SweepSpec, sweep: SweepDir) -> SweepSpec | None:
 
 
 def prepare(spec: SweepSpec, sweep: SweepDir) -> SweepSpec:
-    """The spec to run, saved: a new sweep's after checking it can meet its budget."""
+    """The spec to run, saved (the caller checked it meets its budget: SweepSpec.check)."""
     saved = saved_spec(spec, sweep)
-    if saved is None:
-        spec.check()
     if spec != saved:
         sweep.write(SPEC_FILE, spec.to_json())
     return spec

@@ -53,14 +53,7 @@ def _busy(name: str, holder: str) -> SweepBusy:
                      "it to finish, or choose another --name")
 
 
-def key(sweep_uri: str) -> str:
-    """The sweep directory a URI names, without its options: the same for every spelling a
-    driver uses (trailing '/', option order)."""
-    uri = os.fspath(sweep_uri)
-    if storage.is_local(uri):
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        return os.path.abspath(path)
-    return uri.partition("?")[0].rstrip("/")
+key = storage.location  # a sweep's key in this process: its directory, however it is spelled
 
 
 _HELD: dict[str, Lease] = {}

@@ -68,7 +68,7 @@ class Superseded(Exception):
     """The trial's driver no longer holds the sweep: the trial ends without writing more."""
 
 
-def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str,
+def train_trial(config: dict[str, Any], *, spec: SweepSpec, data_dir: str,
                 fence: Fence | None = None) -> None:
     """Train the architecture in ``config``; resumes from Tune's checkpoint after a failure.
 
@@ -78,7 +78,7 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str,
     before training starts, and the driver stops the sweep without counting the trial (the
     recorder's ``environment_stop``). Any other error of its own is retried from the last
     checkpoint OWN_ERROR_RETRIES times (counted beside the trial, across nodes), then ends it
-    as ``failed``; losing its node is Tune's to retry, many more times (search.cluster). With a
+    as ``failed``; losing its node is Tune's to retry, many more times (search.trial.retry). With a
     ``fence`` (object storage), a trial whose driver lost the sweep stops before its next
     checkpoint: what it would write lands in a directory nobody reads (search.sweep.files), and
     the GPU is freed for the sweep's new driver."""
@@ -89,7 +89,6 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data_dir: str,
     from .device import trial_device
     from .retry import OwnErrors
 
-    spec = SweepSpec.from_json(spec_json)
     arch = WRNConfig.from_dict(config)
     recipe = spec.recipe
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))

@@ -22,7 +22,7 @@ by name, since other Ray instances share this machine.
         cluster.kill_node(node_id)          # lose a worker node (SIGKILL its raylet)
         cluster.add_node("127.0.0.2")       # a node Ray sees on another machine
 
-tests/search/test_cluster_system.py is the proof (launch from zero, removal when idle, a
+tests/system/test_cluster_system.py is the proof (launch from zero, removal when idle, a
 127.0.0.2 worker joining, sweeps on it).
 """
 

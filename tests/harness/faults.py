@@ -110,17 +110,15 @@ def release(claims: str) -> None:
 def faulty_trainable(faults: list[Fault]):
     """search.trial.trainable.train_trial with the trial faults injected around it."""
 
-    def train_faulty(config, *, spec_json: str, data_dir: str, fence=None) -> None:
+    def train_faulty(config, *, spec, data_dir: str, fence=None) -> None:
         from ray import tune
 
-        from search.spec import SweepSpec
         from search.trial.trainable import TRIAL_STATUS, train_trial
         from trainer.status import Status
 
         trial_id = tune.get_context().get_trial_id()
         if "diverge" in trial_actions(faults, "start", trial_id):
-            spec = SweepSpec.from_json(spec_json)
-            spec_json = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, lr=1e9)).to_json()
+            spec = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, lr=1e9))
         report = tune.report
 
         def report_then_fail(metrics, *args, **kwargs):
@@ -139,7 +137,7 @@ def faulty_trainable(faults: list[Fault]):
 
         tune.report = report_then_fail
         try:
-            train_trial(config, spec_json=spec_json, data_dir=data_dir, fence=fence)
+            train_trial(config, spec=spec, data_dir=data_dir, fence=fence)
         finally:
             tune.report = report
 

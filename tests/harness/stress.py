@@ -1,6 +1,6 @@
 """Run chosen tests many times with a CPU load beside them; print pass counts and durations.
 
-    python tests/harness/stress.py -n 20 tests/search/test_faults.py::test_losing_a_worker_node_mid_trial
+    python tests/harness/stress.py -n 20 tests/system/test_faults.py::test_losing_a_worker_node_mid_trial
     python tests/harness/stress.py -n 20 -m system          # every system test, each 20 times
 
 Each run of each test is a pytest process of its own (fixtures, Ray nodes and servers start

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import run, snapshot, sweep_command
+from tests.harness.sweeps import run, snapshot, sweep_command
 from .db.test_query import make_sweep
 
 RUN_CASES = [

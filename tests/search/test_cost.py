@@ -26,8 +26,13 @@ CLUSTER_YAML = Place("10.0.0.1:6379", "head", 1, ("10.0.0.1",), 0.0, 8.0, "aws",
 HEADLINE = SweepSpec(name="cifar10-36M-trades", budget=36_000_000)
 
 
+def on_gpus(spec: SweepSpec, gpus: float) -> SweepSpec:
+    """The spec as the driver passes it on, its GPUs per trial resolved."""
+    return dataclasses.replace(spec, gpus_per_trial=gpus)
+
+
 def test_the_demo_is_priced_without_measuring_and_runs_without_the_flag():
-    price = cost.estimate(demo(), LAPTOP, gpus_per_trial=0, at_once=2)
+    price = cost.estimate(on_gpus(demo(), 0), LAPTOP, at_once=2)
     assert price.bound == "at most" and price.sweep_hours < cost.DAY_H
     cost.check(price, LAPTOP, yes=False)  # no UsageError
     assert price.flops == trial_flops(cost.baseline_arch(demo()), demo().recipe, "digits")
@@ -38,7 +43,7 @@ def test_the_demo_is_priced_without_measuring_and_runs_without_the_flag():
 
 
 def test_the_headline_sweep_on_cluster_yaml_is_at_least_hours_at_the_fastest_gpus_peak():
-    price = cost.estimate(HEADLINE, CLUSTER_YAML, gpus_per_trial=1, at_once=8)
+    price = cost.estimate(on_gpus(HEADLINE, 1), CLUSTER_YAML, at_once=8)
     assert price.rate == 125e12 and price.bound == "at least"  # the A10G's, faster than the L4's
     assert price.hours_per_trial == pytest.approx(price.flops.total / 125e12 / 3600)
     assert price.gpu_hours == pytest.approx(16 * price.hours_per_trial)
@@ -48,7 +53,7 @@ def test_the_headline_sweep_on_cluster_yaml_is_at_least_hours_at_the_fastest_gpu
         "1.29e18", "2.86", "45.8")  # the README's numbers
     cost.check(price, CLUSTER_YAML, yes=False)
     unknown = dataclasses.replace(CLUSTER_YAML, shapes=(NodeShape("x", 8, 1, up=True),))
-    assert "time: unknown" in cost.estimate(HEADLINE, unknown, gpus_per_trial=1, at_once=1).describe()
+    assert "time: unknown" in cost.estimate(on_gpus(HEADLINE, 1), unknown, at_once=1).describe()
 
 
 def test_a_cpu_sweep_above_a_day_is_refused_without_yes():
@@ -65,9 +70,9 @@ def test_a_cpu_sweep_above_a_day_is_refused_without_yes():
 
 
 def test_the_driver_prices_a_sweep_without_importing_torch():
-    code = ("import sys; from search.cost import estimate; from search.spec import demo; "
+    code = ("import sys; from search.cost import estimate; from search.spec import demo; from dataclasses import replace; "
             "from search.cluster.place import Place, NodeShape; "
             "p = Place(None, 'embedded', 1, ('h',), 0.0, 0.0, shapes=(NodeShape('h', 2, 0, up=True),)); "
-            "estimate(demo(), p, gpus_per_trial=0, at_once=2); print('torch' in sys.modules)")
+            "estimate(replace(demo(), gpus_per_trial=0), p, at_once=2); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

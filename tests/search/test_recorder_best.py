@@ -17,7 +17,7 @@ def _result(epoch_no, robust, clean):
 
 
 def test_best_so_far_continues_from_the_database_and_best_columns_follow_the_rule(tmp_path, capsys):
-    spec = demo(name="s", recipe={"method": "standard"})
+    spec = demo(name="s", recipe={"method": "standard"}, gpus_per_trial=0.0)  # as the driver resolves it
     with TrialStore(str(tmp_path), "s") as store:  # an earlier driver run's trial
         store.write(trials=[trial(trial_id="t0")], epochs=[epoch("t0", 1, 0.5), epoch("t0", 2, 0.3)])
     recorder = SweepRecorder(spec, str(tmp_path))

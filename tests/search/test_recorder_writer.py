@@ -69,7 +69,7 @@ def test_a_failed_write_is_raised_at_the_next_call_and_stops_the_writer(tmp_path
 
 
 def test_tunes_snapshot_waits_for_the_rows_queued_before_it(tmp_path):
-    recorder = SweepRecorder(demo(name="s"), str(tmp_path))
+    recorder = SweepRecorder(demo(name="s", gpus_per_trial=0.0), str(tmp_path))
     slow = SlowStore(tmp_path)
     recorder._writer = _Writer(lambda: slow, "s")
     recorder._writer.put(epochs=[epoch()])

@@ -34,7 +34,7 @@ from space_defs.cli import UsageError
 from tests.harness.relay import Relay, Rule
 from tests.harness.s3 import any_bucket, any_s3, free_port, s3_bucket, s3_env, s3_server  # noqa: F401
 
-DRIVER = Path(__file__).with_name("objstore_driver.py")
+DRIVER = Path(__file__).parents[1] / "harness" / "objstore_driver.py"
 TTL = 3.0  # seconds; a lease lapses TTL + 1 s (the store's clock counts whole seconds) after its last renewal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -156,7 +156,6 @@ def take_over(uri: str, timeout: float):
             time.sleep(0.5)
 
 
-@pytest.mark.system
 def test_study_survives_restart_and_kill_and_opening_it_rewrites_nothing(sweep_uri, any_s3,
                                                                          monkeypatch):
     first = Driver(sweep_uri, 3)
@@ -212,7 +211,6 @@ def test_study_survives_restart_and_kill_and_opening_it_rewrites_nothing(sweep_u
     assert f"seen {trials}" in third.lines
 
 
-@pytest.mark.system
 def test_second_driver_refused_writes_nothing(sweep_uri, any_s3):
     with sweep_lock(sweep_uri, "demo", ttl=TTL) as lease:
         time.sleep(2 * TTL + 1)  # past two renewals: still ours
@@ -236,7 +234,6 @@ def test_second_driver_refused_writes_nothing(sweep_uri, any_s3):
         assert lease.generation == body["gen"] + 1
 
 
-@pytest.mark.system
 @pytest.mark.parametrize("conflicts", [False, True], ids=["plain", "409s"])
 def test_drivers_starting_in_the_same_second_one_wins(sweep_uri, relay, conflicts):
     """Three drivers at once; with 409 ConditionalRequestConflict (what AWS answers to
@@ -270,7 +267,6 @@ def test_drivers_starting_in_the_same_second_one_wins(sweep_uri, relay, conflict
                 d.finish()
 
 
-@pytest.mark.system
 def test_lost_replies_at_acquire_at_takeover_and_at_a_commit(sweep_uri, relay):
     """The store took the write but its reply was lost, and botocore's retry was refused (the
     object now exists, or has another ETag): the driver recognises its own write (the lease
@@ -291,7 +287,6 @@ def test_lost_replies_at_acquire_at_takeover_and_at_a_commit(sweep_uri, relay):
     assert len(read_journal(sweep_uri)) == len(read_elsewhere(sweep_uri))
 
 
-@pytest.mark.system
 def test_lost_reply_at_renewal_keeps_the_lease(sweep_uri, relay):
     holder = Driver(via(relay, sweep_uri), 0, "--hold")
     holder.wait_for(lambda lines: "held 1" in lines)
@@ -309,7 +304,6 @@ def test_lost_reply_at_renewal_keeps_the_lease(sweep_uri, relay):
         holder.finish()
 
 
-@pytest.mark.system
 def test_deadline_passes_while_renewals_hang(sweep_uri, relay):
     """Every renewal's reply held back by the network: the lease's watchdog gives the lease up
     at its deadline, whatever the renewing thread is stuck in."""
@@ -330,7 +324,6 @@ def test_deadline_passes_while_renewals_hang(sweep_uri, relay):
             holder.finish()
 
 
-@pytest.mark.system
 @pytest.mark.parametrize("paused", [False, True], ids=["starved", "sigstop"])
 def test_a_driver_that_cannot_tell_it_lost_the_sweep_is_fenced_by_the_store(sweep_uri, paused):
     """The writer's clock stands still and its renewals hang (a machine suspended on a clock
@@ -371,7 +364,6 @@ def test_a_driver_that_cannot_tell_it_lost_the_sweep_is_fenced_by_the_store(swee
         lock.__exit__(None, None, None)
 
 
-@pytest.mark.system
 def test_stale_lease_of_killed_driver_is_taken_over(sweep_uri):
     holder = Driver(sweep_uri, 0, "--hold")
     holder.wait_for(lambda lines: "held 1" in lines)
@@ -398,7 +390,6 @@ def test_stale_lease_of_killed_driver_is_taken_over(sweep_uri):
         lease.check()
 
 
-@pytest.mark.system
 def test_a_long_lived_reader_reads_a_log_made_anew(sweep_uri, any_s3):
     """A reader (optuna-dashboard's process, a query) whose cached journal no longer matches
     the store (the sweep was removed and run anew under the same name) reads it again: Optuna's
@@ -418,7 +409,6 @@ def test_a_long_lived_reader_reads_a_log_made_anew(sweep_uri, any_s3):
     assert [t.params for t in fresh.trials] == [{"x": again.told()[0]}]
 
 
-@pytest.mark.system
 def test_export_opens_in_optuna_dashboard(any_bucket, tmp_path):
     storage = any_bucket
     uri = join(any_bucket, "demo")
@@ -481,7 +471,6 @@ def test_local_disk_keeps_the_file_lock_and_journal_file(tmp_path):
     assert len(read_journal(uri)) > 0
 
 
-@pytest.mark.system
 def test_store_that_ignores_conditional_writes_is_refused(s3_bucket, monkeypatch):
     """A store that drops If-None-Match / If-Match (as older S3 clones do) keeps no one out: the
     lease is refused there rather than trusted. Here the headers are stripped on their way out."""
@@ -506,7 +495,6 @@ def test_store_that_ignores_conditional_writes_is_refused(s3_bucket, monkeypatch
             pass
 
 
-@pytest.mark.system
 def test_a_trial_costs_one_write_of_the_study(sweep_uri):
     """The logs that fill in a trial being asked, and intermediate values (one per Tune result),
     are held back and written with the next other log, or when the driver releases the sweep."""

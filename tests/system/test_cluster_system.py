@@ -21,9 +21,8 @@ import pytest
 from tests.harness import last_json
 from tests.harness.fake_cluster import GPU_TASK, RAY, FakeCluster, processes_of, stop_processes
 
-from .conftest import check_database, epochs_so_far, sweep_command, sweep_env, wait_for
+from tests.harness.sweeps import check_database, epochs_so_far, sweep_command, sweep_env, wait_for
 
-pytestmark = pytest.mark.system
 HERE = Path(__file__).parents[1] / "harness"
 TIMINGS: dict[str, float] = {}
 

@@ -1,4 +1,4 @@
-"""Scheduling overhead of our stack vs a bare Tune loop: python -m search.bench [-n 24]
+"""Scheduling overhead of our stack vs a bare Tune loop: python -m benchmarks.bench [-n 24]
 
 First, the time to the first trial (G3): ``python -m search.run --demo`` on a fresh sweep and
 the embedded Ray, from the command to its first trial's "started" line (imports, the spec's
@@ -6,12 +6,12 @@ checks, Ray's start, Tune), three times, each stopped there with Ctrl-C. Then bo
 search.tuner's Tuner (Optuna define-by-run budget space, ASHA, the trial-database callback,
 epoch checkpoints); the bare one as Tune's docs write it (OptunaSearch + ASHA over a uniform).
 
-python -m search.bench --recorder [-n 8] [--storage s3://...]: the time Tune's thread spends in
+python -m benchmarks.bench --recorder [-n 8] [--storage s3://...]: the time Tune's thread spends in
 the trial-database recorder per event (median and p95), with the sweep on object storage: a
-moto_server on 127.0.0.1 unless --storage names a store; once with every write made in Tune's
+store --storage names (see LOCAL_S3 for a local one); once with every write made in Tune's
 thread (as the recorder did before its writer thread) and once as it runs now.
 
-python -m search.bench --study [-n 5000] [--storage s3://...]: the sweep's study on object
+python -m benchmarks.bench --study [-n 5000] [--storage s3://...]: the sweep's study on object
 storage (its commit log): per trial (the searcher's ask, as StudySearch.suggest writes it, then
 its tell: seconds, writes, bytes), then what a driver start costs on a study of N trials (taking
 the sweep over and opening the study: seconds, objects read and written, bytes written).
@@ -32,14 +32,14 @@ import time
 EPOCHS = 3
 
 
-def noop_ours(config, *, spec_json: str, data_dir: str, fence=None) -> None:
+def noop_ours(config, *, spec, data_dir: str, fence=None) -> None:
     """What our trainable reports, without training: epoch results with a checkpoint."""
     from ray import tune
 
     from trainer.report import METRICS
     from trainer.status import Status
 
-    from .trial.trainable import TRIAL_STATUS
+    from search.trial.trainable import TRIAL_STATUS
 
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(1, EPOCHS + 1):
@@ -81,15 +81,13 @@ def run_ours(n: int, root: str) -> float:
     """As search.run does it (the spec checked and saved, the Tuner built): seconds in all."""
     from trainer.recipe import Recipe
 
-    from .driver import quiet_libraries
-    from .spec import SweepSpec
-    from .sweep.files import Segment, SweepDir, prepare
-    from .tuner import build_tuner
+    from search.spec import SweepSpec
+    from search.sweep.files import Segment, SweepDir, prepare
+    from search.tuner import build_tuner
 
-    quiet_libraries()
     spec = SweepSpec(name="bench", budget=30_000, dataset="digits", min_blocks=1, max_blocks=2,
                      channel_multiple=4, recipe=Recipe(method="pgd_at", epochs=EPOCHS), trials=n,
-                     max_concurrent=2, grace_period=1)
+                     max_concurrent=2, grace_period=1, gpus_per_trial=0.0)
     sweep = SweepDir(root, spec.name)
     prepare(spec, sweep)
     start = time.perf_counter()
@@ -137,7 +135,7 @@ class _InTunesThread:
 
 def _timed_recorder():
     """SweepRecorder timing its hooks (they run in Tune's thread) into ``TIMES``."""
-    from .recorder import SweepRecorder
+    from search.recorder import SweepRecorder
 
     class Timed(SweepRecorder):
         in_tunes_thread = False
@@ -184,14 +182,14 @@ def run_recorder(n: int, storage: str, *, in_tunes_thread: bool) -> dict[str, li
 
     from trainer.recipe import Recipe
 
-    from . import tuner
-    from .sweep.lease import sweep_lock
-    from .spec import SweepSpec
-    from .sweep.files import Segment, SweepDir, prepare
+    from search import tuner
+    from search.sweep.lease import sweep_lock
+    from search.spec import SweepSpec
+    from search.sweep.files import Segment, SweepDir, prepare
 
     spec = SweepSpec(name=f"bench-recorder-{secrets.token_hex(3)}", budget=30_000, dataset="digits",
                      min_blocks=1, max_blocks=2, channel_multiple=4, trials=n, max_concurrent=2,
-                     recipe=Recipe(method="pgd_at", epochs=EPOCHS), scheduler="none")
+                     recipe=Recipe(method="pgd_at", epochs=EPOCHS), scheduler="none", gpus_per_trial=0.0)
     sweep = SweepDir(storage, spec.name)
     timed, real = _timed_recorder(), tuner.SweepRecorder
     timed.in_tunes_thread = in_tunes_thread
@@ -207,20 +205,9 @@ def run_recorder(n: int, storage: str, *, in_tunes_thread: bool) -> dict[str, li
     return {hook: list(TIMES.get(hook, [])) for hook in HOOKS}
 
 
-def _local_s3():
-    """A moto_server on 127.0.0.1 (the dev extra's moto[server], started as the tests start it)
-    with a new bucket: (storage URI, the server's pid)."""
-    try:
-        from tests.harness.s3 import start
-    except ImportError:
-        raise SystemExit("error: --recorder without --storage starts a moto_server through "
-                         "tests/harness/s3.py: run it from the repository with the dev extra "
-                         "installed, or give --storage s3://BUCKET/PREFIX") from None
-    import pathlib
-
-    server = start(pathlib.Path(tempfile.gettempdir()) / f"bench-moto-{os.getpid()}.log")
-    os.environ.update(server.env)  # this driver and the Ray workers it starts reach it
-    return f"s3://{server.make_bucket(f'bench-{os.getpid()}')}/runs", server.pid
+LOCAL_S3 = ("start one to measure here: moto_server -p 5001 &, then AWS_ENDPOINT_URL_S3="
+            "http://127.0.0.1:5001 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1, "
+            "and make the bucket (aws s3 mb s3://bench)")
 
 
 def _quantiles(seconds: list[float]) -> str:
@@ -231,25 +218,14 @@ def _quantiles(seconds: list[float]) -> str:
     return f"median {statistics.median(ordered) * 1e3:7.1f} ms, p95 {p95 * 1e3:7.1f} ms ({len(ordered)})"
 
 
-def main_recorder(n: int, storage: str | None) -> None:
-    from .cluster.target import find_target
-    from .cluster.connect import ray_session
-    from .driver import quiet_libraries
+def main_recorder(n: int, storage: str) -> None:
+    from search.cluster.target import find_target
+    from search.cluster.connect import ray_session
 
-    quiet_libraries()
-    server = None
-    if storage is None:
-        storage, server = _local_s3()
-    try:
-        with ray_session(find_target("local")):
-            before = run_recorder(n, storage, in_tunes_thread=True)
-            now = run_recorder(n, storage, in_tunes_thread=False)
-    finally:
-        if server is not None:
-            from tests.harness.s3 import stop
-
-            stop(server)
-    where = "a moto_server on 127.0.0.1" if server else storage
+    with ray_session(find_target("local")):
+        before = run_recorder(n, storage, in_tunes_thread=True)
+        now = run_recorder(n, storage, in_tunes_thread=False)
+    where = storage
     print(f"trial-database recorder, seconds in Tune's thread per event: {n} no-op trials x "
           f"{EPOCHS} epochs, 2 at a time, sweep on {where}")
     for hook in HOOKS:
@@ -265,65 +241,56 @@ def _log_objects(fs, directory: str) -> dict[str, int]:
     return {i.path: i.size for i in infos if i.type == pafs.FileType.File}
 
 
-def main_study(n: int, storage: str | None) -> None:
+def main_study(n: int, storage: str) -> None:
     """See the module's docstring: a study of ``n`` trials of the sweep's own define-by-run
     space (random sampler: the storage's cost, not TPE's), built, then opened by a new driver."""
     import secrets
 
     import optuna
 
-    from .db import commits, storage as db_storage
-    from .db.commits import STUDY_LOG
-    from .sweep.lease import sweep_lock
-    from .spec import SweepSpec
-    from .sweep.study import _JOURNALS, flush, open_study_storage
-    from .tuner import DefineByRun
+    from search.db import commits, storage as db_storage
+    from search.db.commits import STUDY_LOG
+    from search.sweep.lease import sweep_lock
+    from search.spec import SweepSpec
+    from search.sweep.study import _JOURNALS, flush, open_study_storage
+    from search.tuner import DefineByRun
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    server = None
-    if storage is None:
-        storage, server = _local_s3()
-    try:
-        spec = SweepSpec(name=f"bench-study-{secrets.token_hex(3)}", budget=30_000, dataset="digits",
-                         min_blocks=1, max_blocks=2, channel_multiple=4, trials=n)
-        uri = db_storage.join(storage, spec.name)
-        fs, path = db_storage.resolve(uri)
-        space = DefineByRun(spec.to_json())
-        with sweep_lock(uri, spec.name):
-            study_storage = open_study_storage(uri)
-            study = optuna.create_study(study_name=spec.name, storage=study_storage,
-                                        sampler=optuna.samplers.RandomSampler(seed=0))
-            before = commits.open_log(uri, STUDY_LOG).end
-            start = time.perf_counter()
-            for _ in range(n):
-                trial = study.ask()
-                space(trial)
-                flush(study_storage)  # where StudySearch.suggest ends
-                study.tell(trial, 0.5)
-            per_trial = (time.perf_counter() - start) / n
-            writes = (commits.open_log(uri, STUDY_LOG).end - before) / n
-        built = _log_objects(fs, f"{path}/{STUDY_LOG}")
-
-        commits._SHARED.clear()  # a new driver process: nothing cached
-        _JOURNALS.clear()
+    spec = SweepSpec(name=f"bench-study-{secrets.token_hex(3)}", budget=30_000, dataset="digits",
+                     min_blocks=1, max_blocks=2, channel_multiple=4, trials=n,
+                     gpus_per_trial=0.0)
+    uri = db_storage.join(storage, spec.name)
+    fs, path = db_storage.resolve(uri)
+    space = DefineByRun(spec)
+    with sweep_lock(uri, spec.name):
+        study_storage = open_study_storage(uri)
+        study = optuna.create_study(study_name=spec.name, storage=study_storage,
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        before = commits.open_log(uri, STUDY_LOG).end
         start = time.perf_counter()
-        with sweep_lock(uri, spec.name):
-            taken = time.perf_counter() - start
-            loaded = optuna.load_study(study_name=spec.name, storage=open_study_storage(uri))
-            trials = len(loaded.trials)
-            opened = time.perf_counter() - start
-        after = _log_objects(fs, f"{path}/{STUDY_LOG}")
-    finally:
-        if server is not None:
-            from tests.harness.s3 import stop
+        for _ in range(n):
+            trial = study.ask()
+            space(trial)
+            flush(study_storage)  # where StudySearch.suggest ends
+            study.tell(trial, 0.5)
+        per_trial = (time.perf_counter() - start) / n
+        writes = (commits.open_log(uri, STUDY_LOG).end - before) / n
+    built = _log_objects(fs, f"{path}/{STUDY_LOG}")
 
-            stop(server)
+    commits._SHARED.clear()  # a new driver process: nothing cached
+    _JOURNALS.clear()
+    start = time.perf_counter()
+    with sweep_lock(uri, spec.name):
+        taken = time.perf_counter() - start
+        loaded = optuna.load_study(study_name=spec.name, storage=open_study_storage(uri))
+        trials = len(loaded.trials)
+        opened = time.perf_counter() - start
+    after = _log_objects(fs, f"{path}/{STUDY_LOG}")
     segments = [p for p in built if "/seg-" in p.rsplit("/", 1)[-1] or p.rsplit("/", 1)[-1].startswith("seg-")]
     entries = len(built) - len(segments)
     journal = sum(size for p, size in built.items() if p not in segments)
     changed = [p for p in after if built.get(p) != after[p]]
-    where = "a moto_server on 127.0.0.1" if server else storage
-    print(f"the sweep's study on {where}, {n} trials (the sweep's define-by-run space, random sampler)")
+    print(f"the sweep's study on {storage}, {n} trials (the sweep's define-by-run space, random sampler)")
     print(f"  per trial: {per_trial * 1e3:.1f} ms (ask + tell), {writes:.2f} conditional PUTs, "
           f"{journal / n / 1024:.1f} KiB of journal")
     print(f"  the log: {entries} entries ({journal / 2**20:.1f} MiB), {len(segments)} segments "
@@ -336,16 +303,18 @@ def main_study(n: int, storage: str | None) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, help="trials per stack (24; 8 with --recorder; 5000 with --study)")
     p.add_argument("--recorder", action="store_true",
                    help="time the trial-database recorder in Tune's thread, on object storage")
     p.add_argument("--study", action="store_true",
                    help="the study on object storage: cost per trial and per driver start")
-    p.add_argument("--storage", help="with --recorder or --study: the store to use (default: a "
-                                     "local moto_server)")
+    p.add_argument("--storage", help="with --recorder or --study: the object store to measure, "
+                                     "s3://BUCKET/PREFIX")
     args = p.parse_args()
+    if (args.recorder or args.study) and not (args.storage or "").startswith("s3://"):
+        p.error(f"--recorder and --study measure object storage: give --storage s3://BUCKET/PREFIX; {LOCAL_S3}")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # localhost only, as search.run
     if args.study:
         main_study(args.n or 5000, args.storage)
@@ -353,8 +322,8 @@ def main() -> None:
     if args.recorder:
         main_recorder(args.n or 8, args.storage)
         return
-    from .cluster.target import find_target
-    from .cluster.connect import ray_session
+    from search.cluster.target import find_target
+    from search.cluster.connect import ray_session
 
     first = time_to_first_trial()
     print(f"G3, time to the first trial: python -m search.run --demo started its first trial "

@@ -1,4 +1,5 @@
-"""One local Ray cluster (a real head node on localhost) shared by the sweep tests."""
+"""What the sweep tests share: the command of a small real sweep, its environment, and checks of
+what it left in its storage."""
 
 from __future__ import annotations
 
@@ -8,21 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from trainer.status import NOT_COUNTED, Status
-
-from tests.harness import ray_nodes
-
-
-@pytest.fixture(scope="session")
-def ray_address(tmp_path_factory):
-    """Token authentication, as Ray enables by default (the token: tests/conftest.py)."""
-    temp = tmp_path_factory.mktemp("ray")
-    try:
-        yield ray_nodes.start_head(temp)
-    finally:
-        ray_nodes.stop(temp)
 
 
 SWEEP_ARGS = ["--dataset", "digits", "--budget", "30K", "--min-blocks", "1", "--max-blocks", "2",

@@ -28,7 +28,6 @@ from ray.autoscaler.tags import (NODE_KIND_HEAD, STATUS_UNINITIALIZED, TAG_RAY_C
 
 from tests.harness.aws import aws_account, s3_server  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.system
 SSH_FROM_ANYWHERE = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
                      "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
 

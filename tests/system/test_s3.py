@@ -32,10 +32,9 @@ from search.sweep.files import SweepDir
 from tests.harness import ray_nodes
 from tests.harness.s3 import any_bucket, any_s3, s3_bucket, s3_env, s3_server  # noqa: F401 (fixtures)
 
-from .conftest import (check_database, interrupted_trials, run, sweep_command, sweep_env,
+from tests.harness.sweeps import (check_database, interrupted_trials, run, sweep_command, sweep_env,
                        wait_for)
 
-pytestmark = pytest.mark.system
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,9 @@ from tests.harness import last_json
 
 from tests.harness.faults import held
 
-from .conftest import (check_database, epochs_so_far, run, snapshot, snapshot_knows, sweep_command,
+from tests.harness.sweeps import (check_database, epochs_so_far, run, snapshot, snapshot_knows, sweep_command,
                        sweep_env, wait_for)
 
-pytestmark = pytest.mark.system
 
 
 HARNESS = Path(__file__).parents[1] / "harness" / "faults.py"
@@ -240,13 +239,13 @@ def test_full_then_read_only_storage(small_disk, ray_address):
 
 def test_losing_a_worker_node_mid_trial(tmp_path):
     """A Ray cluster of three worker nodes on this machine (ray.cluster_utils.Cluster, in a
-    process of its own so Ray starts with a clean configuration, tests/search/node_loss.py).
+    process of its own so Ray starts with a clean configuration, tests/harness/node_loss.py).
     Each trial loses its node while it provably has epochs left (held after a given epoch, not
     after some time) and fails once by its own error: trial A first by its own error, then by
     losing its node; trial B the other way round. Each failure is told for what it is, only the
     own errors count against the trial's retries, and each retry continues from the trial's
     last checkpoint."""
-    script = Path(__file__).with_name("node_loss.py")
+    script = HARNESS.with_name("node_loss.py")
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
                          text=True, timeout=600,
                          env={k: v for k, v in sweep_env().items() if not k.startswith("RAY_AUTH")})

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import check_database, epochs_so_far, sweep_command, sweep_env, wait_for
+from tests.harness.sweeps import check_database, epochs_so_far, sweep_command, sweep_env, wait_for
 
-pytestmark = pytest.mark.system
 
 
 def processes_with(environ_entry: str) -> list[int]:

@@ -9,14 +9,11 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 
 from search.db import load_evals, load_trials
 
-from .conftest import (check_database, epochs_so_far, interrupted_trials, run, snapshot,
+from tests.harness.sweeps import (check_database, epochs_so_far, interrupted_trials, run, snapshot,
                        sweep_command, sweep_env, wait_for)
-
-pytestmark = pytest.mark.system
 
 
 def study_trials(storage: Path, name: str):

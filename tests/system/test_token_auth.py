@@ -19,9 +19,8 @@ import pytest
 
 from tests.harness.fake_cluster import RAY, free_port, processes_of, stop_processes
 
-from .conftest import check_database, sweep_command
+from tests.harness.sweeps import check_database, sweep_command
 
-pytestmark = pytest.mark.system
 WARNING = "Token authentication is enabled for this Ray cluster"
 
 

@@ -19,9 +19,8 @@ from trainer.status import Status
 
 from tests.harness import ray_nodes
 
-from .conftest import check_database, snapshot, sweep_command, sweep_env
+from tests.harness.sweeps import check_database, snapshot, sweep_command, sweep_env
 
-pytestmark = pytest.mark.system
 
 
 def study_states(sweep_dir) -> dict[str, int]:
