@@ -343,7 +343,7 @@ def processes_of(root: str | Path, marker: str | None = None) -> set[int]:
 
 def stop_processes(find: Callable[[], set[int]]) -> None:
     """SIGTERM what ``find()`` returns and everything under it, then SIGKILL what is left."""
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
         victims = _with_descendants(find())
         if not victims:
             return

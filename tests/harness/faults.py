@@ -107,6 +107,19 @@ def release(claims: str) -> None:
     Path(claims, "release").touch()
 
 
+def command(sweep_cmd: list[str], faults: list[dict]) -> list[str]:
+    """``sweep_cmd`` (``python -m search.run ARGS``) run through this harness with ``faults``."""
+    assert sweep_cmd[1:3] == ["-m", "search.run"], sweep_cmd
+    return [sweep_cmd[0], str(Path(__file__).resolve()), json.dumps(faults), *sweep_cmd[3:]]
+
+
+def with_faults(sweep_cmd: list[str], tmp_path, *faults: dict) -> list[str]:
+    """``command`` with trial faults, which claim their trials in ``tmp_path``/claims."""
+    claims = Path(tmp_path) / "claims"
+    claims.mkdir(exist_ok=True)
+    return command(sweep_cmd, [{**f, "claims": str(claims)} for f in faults])
+
+
 def faulty_trainable(faults: list[Fault]):
     """search.trial.trainable.train_trial with the trial faults injected around it."""
 

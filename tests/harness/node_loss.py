@@ -15,9 +15,8 @@ sys.path.insert(0, str(Path(__file__).parents[2]))
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from tests.harness.faults import held, release  # noqa: E402
+from tests.harness.faults import held, release, with_faults  # noqa: E402
 from tests.harness.sweeps import epochs_so_far, sweep_command, sweep_env, wait_for  # noqa: E402
-from tests.search.test_faults import with_faults  # noqa: E402
 
 FAULTS = [
     {"at": "epoch", "epoch": 2, "action": "raise", "sticky": False, "group": "A"},

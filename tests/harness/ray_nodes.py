@@ -45,15 +45,17 @@ def pids_under(temp: Path) -> list[int]:
     return [p for p in mine if p != os.getpid()]
 
 
-def stop(temp: Path, timeout: float = 10) -> None:
-    """SIGTERM every process of the nodes under ``temp``, SIGKILL what is left after ``timeout``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def stop(temp: Path, grace: float = 2, timeout: float = 10) -> None:
+    """SIGTERM every process of the nodes under ``temp``, SIGKILL what is left after ``grace``
+    (Ray 2.60's GCS server, raylet and monitor outlive a SIGTERM by more than 10 s when their
+    peers got one too: waiting them out cost every teardown 10 s), then wait up to ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, timeout)):
         for pid in pids_under(temp):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.time() + timeout
+        deadline = time.time() + wait
         while pids_under(temp) and time.time() < deadline:
             time.sleep(0.2)
         if not pids_under(temp):

@@ -14,22 +14,14 @@ import pytest
 from search.db import load_evals, load_trials
 from tests.harness import last_json
 
-from tests.harness.faults import held
+from tests.harness.faults import held, with_faults
 
 from tests.harness.sweeps import (check_database, epochs_so_far, run, snapshot, snapshot_knows, sweep_command,
                        sweep_env, wait_for)
 
 
 
-HARNESS = Path(__file__).parents[1] / "harness" / "faults.py"
-
-
-def with_faults(cmd: list[str], tmp_path, *faults: dict) -> list[str]:
-    """``cmd`` (a search.run command) run through the fault-injection harness."""
-    claims = tmp_path / "claims"
-    claims.mkdir(exist_ok=True)
-    assert cmd[1:3] == ["-m", "search.run"]
-    return [cmd[0], str(HARNESS), json.dumps([{**f, "claims": str(claims)} for f in faults]), *cmd[3:]]
+HARNESS = Path(__file__).parents[1] / "harness"
 
 
 def started(driver: subprocess.Popen, text: str, timeout: float = 240) -> str:
@@ -245,7 +237,7 @@ def test_losing_a_worker_node_mid_trial(tmp_path):
     losing its node; trial B the other way round. Each failure is told for what it is, only the
     own errors count against the trial's retries, and each retry continues from the trial's
     last checkpoint."""
-    script = HARNESS.with_name("node_loss.py")
+    script = HARNESS / "node_loss.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
                          text=True, timeout=600,
                          env={k: v for k, v in sweep_env().items() if not k.startswith("RAY_AUTH")})

@@ -9,14 +9,12 @@ promises, on s3:// instead of a local disk."""
 from __future__ import annotations
 
 import email.utils
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -29,12 +27,11 @@ from search.sweep.lease import LEASE_FILE
 from search.sweep.lease_s3 import s3_client
 from search.sweep.study import open_study_storage
 from search.sweep.files import SweepDir
-from tests.harness import ray_nodes
+from tests.harness import faults, ray_nodes
 from tests.harness.s3 import any_bucket, any_s3, s3_bucket, s3_env, s3_server  # noqa: F401 (fixtures)
 
 from tests.harness.sweeps import (check_database, interrupted_trials, run, sweep_command, sweep_env,
                        wait_for)
-
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +126,12 @@ def wait_until_lapsed(sweep_uri: str, ttl: float) -> None:
 
 
 TTL = 10.0  # the drivers' lease ttl (seconds) in the fencing test: 30 s is waited out otherwise
-HARNESS = str(Path(__file__).parents[1] / "harness" / "faults.py")
 
 
 def harness_command(storage: str, name: str, *args: str) -> list[str]:
     """search.run through the fault harness: a lease of TTL seconds, which SIGUSR2 stalls."""
-    faults = json.dumps([{"at": "lease", "action": "ttl", "seconds": TTL},
-                         {"at": "lease", "action": "stall"}])
-    return [sys.executable, HARNESS, faults, *sweep_command(storage, name, *args)[3:]]
+    return faults.command(sweep_command(storage, name, *args),
+                          [{"at": "lease", "action": "ttl", "seconds": TTL}, {"at": "lease", "action": "stall"}])
 
 
 def segment_dir(storage: str, name: str) -> str:
