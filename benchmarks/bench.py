@@ -207,7 +207,7 @@ def run_recorder(n: int, storage: str, *, in_tunes_thread: bool) -> dict[str, li
 
 LOCAL_S3 = ("start one to measure here: moto_server -p 5001 &, then AWS_ENDPOINT_URL_S3="
             "http://127.0.0.1:5001 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1, "
-            "and make the bucket (aws s3 mb s3://bench)")
+            "and make the bucket: python -c \"import boto3; boto3.client('s3').create_bucket(Bucket='bench')\"")
 
 
 def _quantiles(seconds: list[float]) -> str:
