@@ -64,6 +64,22 @@ def test_objectives_take_one_syntax_and_are_stored_in_one_spelling():
     assert SweepSpec.from_json(against.to_json()) == against
 
 
+def test_a_spec_crosses_processes_in_its_saved_form():
+    """Pickled (to trials, to Tune's snapshot) a SweepSpec travels as its JSON, the form a saved
+    sweep.json has, and comes back equal; its GPUs per trial stay None until the driver
+    resolves them."""
+    import pickle
+
+    import cloudpickle
+
+    spec = spec_of("--demo", "--epochs", "3", "--objectives", "val_robust_acc,-macs", "--scheduler", "none")
+    assert spec.gpus_per_trial is None
+    assert pickle.loads(pickle.dumps(spec)) == spec == cloudpickle.loads(cloudpickle.dumps(spec))
+    assert spec.to_json().encode() in pickle.dumps(spec)
+    resolved = dataclasses.replace(spec, gpus_per_trial=0.5)
+    assert pickle.loads(pickle.dumps(resolved)).gpus_per_trial == 0.5
+
+
 def test_the_demo_is_a_spec_factory_and_flags_override_it():
     assert spec_of("--demo") == demo()
     spec = spec_of("--demo", "--epochs", "1", "--trials", "3", "--name", "mine")
