@@ -6,14 +6,18 @@
 Each run of each test is a pytest process of its own (fixtures, Ray nodes and servers start
 afresh, as in CI), in round-robin order so that a slow spell of the machine does not land on
 one test only. ``--load K`` busy processes (default: one per core) spin beside them the whole
-time. A failed run's output is kept in ``--logs`` (default stress-logs/). Exit code 1 when any
-run failed.
+time, at ``--nice`` 15: the niceness Ray gives its workers, so a busy loop competes with a trial
+as an equal (at nice 0 it takes about 96% of a core from a nice-15 Ray worker, and the tests
+measure starvation rather than races). A failed run's output is kept in ``--logs`` (default
+stress-logs/). Exit code 1 when any run failed. Ctrl-C ends the running test as pytest ends one
+(its teardown stops what it started) before the load goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -26,9 +30,10 @@ SPIN = "while True:\n    pass\n"
 
 
 @contextmanager
-def cpu_load(processes: int):
-    """``processes`` busy loops (a core each), stopped on the way out."""
-    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(processes)]
+def cpu_load(processes: int, nice: int):
+    """``processes`` busy loops (a core each) at niceness ``nice``, stopped on the way out."""
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN], preexec_fn=lambda: os.nice(nice))
+                for _ in range(processes)]
     try:
         yield
     finally:
@@ -50,14 +55,20 @@ def collect(selectors: list[str], marker: str | None) -> list[str]:
 
 def run_once(test: str, logs: Path, run: int, timeout: float) -> tuple[bool, float]:
     t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                             test], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
-        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                              test], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        passed, text = out.returncode == 0, out.stdout + out.stderr
-    except subprocess.TimeoutExpired as e:
-        passed = False
-        text = f"timed out after {timeout:.0f} s\n{e.stdout or ''}{e.stderr or ''}"
-        text = text if isinstance(text, str) else text.decode(errors="replace")
+        text, _ = proc.communicate(timeout=timeout)
+        passed = proc.returncode == 0
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # pytest's teardown stops the test's processes
+        text, _ = proc.communicate()
+        passed, text = False, f"timed out after {timeout:.0f} s\n{text}"
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate()
+        raise
     seconds = time.monotonic() - t0
     if not passed:
         logs.mkdir(parents=True, exist_ok=True)
@@ -74,14 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-m", dest="marker", help="a pytest marker expression, e.g. system")
     p.add_argument("--load", type=int, default=os.cpu_count() or 1,
                    help="busy processes beside the tests (default: one per core)")
+    p.add_argument("--nice", type=int, default=15,
+                   help="the busy processes' niceness (15, as Ray's workers)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per run (900)")
     p.add_argument("--logs", type=Path, default=ROOT / "stress-logs", help="failed runs' output")
     args = p.parse_args(argv)
     tests = collect(args.tests, args.marker)
     seconds: dict[str, list[float]] = {t: [] for t in tests}
     passes = dict.fromkeys(tests, 0)
-    print(f"{len(tests)} tests x {args.runs} runs, {args.load} busy processes beside them", flush=True)
-    with cpu_load(args.load):
+    print(f"{len(tests)} tests x {args.runs} runs, {args.load} busy processes (nice {args.nice}) "
+          "beside them", flush=True)
+    with cpu_load(args.load, args.nice):
         for run in range(1, args.runs + 1):
             for test in tests:
                 ok, s = run_once(test, args.logs, run, args.timeout)
