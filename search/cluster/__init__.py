@@ -3,8 +3,8 @@
     target = find_target(args.address)    # target.py: the cluster to attach to, or None
     with ray_session(target) as place:    # connect.py: ray.init; place.py: nodes, GPUs now and to come
         check_storage(args.storage, place, shared=args.shared_storage)   # before anything is written
-        gpus = gpus_per_trial(place, args.gpus_per_trial)
-        check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=gpus)
+        spec = replace(spec, gpus_per_trial=gpus_per_trial(place, spec.gpus_per_trial))  # once
+        check_trial_fits(place, cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial)
         say(place.describe())
 
 What runs inside a trial (its device, its retries) is search.trial's.
