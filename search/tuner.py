@@ -158,7 +158,7 @@ def objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
     return list(spec.metrics), list(spec.modes)
 
 
-def trials_at_once(spec: SweepSpec, segment: Segment) -> int:
+def max_concurrent_in(spec: SweepSpec, segment: Segment) -> int:
     """``--max-concurrent`` (resolved by the driver from the cluster when not given), at most
     the segment's trials."""
     return min(spec.max_concurrent or segment.trials, segment.trials)
@@ -201,7 +201,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=SweepSearch(ConcurrencyLimiter(searcher,
-                                                      max_concurrent=trials_at_once(spec, segment))),
+                                                      max_concurrent=max_concurrent_in(spec, segment))),
             scheduler=scheduler(spec), num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=leaf, storage_path=sweep.uri_of(parent) if parent else sweep.uri, verbose=0,

@@ -53,9 +53,6 @@ def _busy(name: str, holder: str) -> SweepBusy:
                      "it to finish, or choose another --name")
 
 
-key = storage.location  # a sweep's key in this process: its directory, however it is spelled
-
-
 _HELD: dict[str, Lease] = {}
 
 
@@ -66,7 +63,7 @@ def held_lease(sweep_uri: str) -> Lease | None:
     """The lease this process holds on the sweep (possibly lost since: its check() raises), or
     None. Writers look it up here, so that copies of them unpickled by Tune find it too."""
     with _HELD_LOCK:
-        return _HELD.get(key(sweep_uri))
+        return _HELD.get(storage.location(sweep_uri))
 
 
 def check_writer(sweep_uri: str) -> None:
@@ -148,7 +145,7 @@ def sweep_lock(sweep_uri: str, name: str, *, ttl: float | None = None, wait: flo
     On object storage the lease is renewed in the background; ``lease.check()`` raises
     LeaseLost once it is lost and ``on_lost(message)`` is called once (from the thread that
     notices)."""
-    k = key(sweep_uri)
+    k = storage.location(sweep_uri)
     ttl = DEFAULT_TTL if ttl is None else ttl
     if storage.is_local(sweep_uri):
         from .lease_local import LocalLease

@@ -10,7 +10,8 @@ import os
 import socket
 from datetime import datetime, timezone
 
-from .lease import LOCK_FILE, OWNER_FILE, Lease, _busy, key
+from ..db import storage
+from .lease import LOCK_FILE, OWNER_FILE, Lease, _busy
 
 
 class LocalLease(Lease):
@@ -25,7 +26,7 @@ class LocalLease(Lease):
 
         from trainer.atomic import write_atomic
 
-        path = key(self.uri)
+        path = storage.location(self.uri)
         os.makedirs(path, exist_ok=True)
         lock = FileLock(os.path.join(path, LOCK_FILE))
         try:

@@ -39,7 +39,7 @@ from space_defs.cli import Parser, UsageError
 from ..db import storage
 from ..db.commits import STUDY_LOG, CommitLog, open_log
 from ..db.errors import StoreError
-from .lease import check_writer, held_lease, key
+from .lease import check_writer, held_lease
 
 __all__ = ["open_study_storage", "ObjectJournalBackend", "read_journal", "export", "flush",
            "JOURNAL_FILE", "STUDY_LOG"]
@@ -63,7 +63,7 @@ def open_study_storage(sweep_uri: str) -> BaseStorage:
     its '?options', e.g. s3://b/runs/demo?endpoint_override=127.0.0.1:9000&scheme=http). On
     object storage only the driver holding the sweep's lease may write to it."""
     if storage.is_local(sweep_uri):
-        path = key(sweep_uri)
+        path = storage.location(sweep_uri)
         os.makedirs(path, exist_ok=True)
         return JournalStorage(JournalFileBackend(os.path.join(path, JOURNAL_FILE)))
     return JournalStorage(ObjectJournalBackend(sweep_uri))
@@ -72,7 +72,7 @@ def open_study_storage(sweep_uri: str) -> BaseStorage:
 def read_journal(sweep_uri: str) -> list[dict[str, Any]]:
     """Every log of the sweep's study, in order (empty when it has none)."""
     if storage.is_local(sweep_uri):
-        path = os.path.join(key(sweep_uri), JOURNAL_FILE)
+        path = os.path.join(storage.location(sweep_uri), JOURNAL_FILE)
         if not os.path.exists(path):
             return []
         return list(JournalFileBackend(path).read_logs(0))
@@ -168,9 +168,9 @@ class ObjectJournalBackend(BaseJournalBackend):
     def _journal(self) -> _Journal:
         log = open_log(self.uri, STUDY_LOG)
         with _JOURNALS_LOCK:
-            journal = _JOURNALS.get(key(self.uri))
+            journal = _JOURNALS.get(storage.location(self.uri))
             if journal is None or journal.log is not log:
-                journal = _JOURNALS[key(self.uri)] = _Journal(log)
+                journal = _JOURNALS[storage.location(self.uri)] = _Journal(log)
             return journal
 
     @staticmethod

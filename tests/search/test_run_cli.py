@@ -114,11 +114,11 @@ def test_plan_segments(segments, recorded, trials, expected):
 
 
 def test_trials_at_once_default_to_the_cluster_and_never_exceed_the_trials_left():
-    from search.tuner import trials_at_once
+    from search.tuner import max_concurrent_in
 
     assert spec_of("--budget", "36M").max_concurrent is None  # resolved by the driver
     assert spec_of("--budget", "36M", "--max-concurrent", "3").max_concurrent == 3
     spec = dataclasses.replace(spec_of("--budget", "36M"), max_concurrent=8)  # 8 GPUs, 1 each
-    assert trials_at_once(spec, Segment("tune-1", 16)) == 8
-    assert trials_at_once(spec, Segment("tune-2", 3)) == 3  # an extension of 3 trials
-    assert trials_at_once(spec_of("--budget", "36M"), Segment("tune-1", 5)) == 5
+    assert max_concurrent_in(spec, Segment("tune-1", 16)) == 8
+    assert max_concurrent_in(spec, Segment("tune-2", 3)) == 3  # an extension of 3 trials
+    assert max_concurrent_in(spec_of("--budget", "36M"), Segment("tune-1", 5)) == 5
