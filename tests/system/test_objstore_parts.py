@@ -30,6 +30,7 @@ from search.db.storage import join
 from search.sweep.lease import LEASE_FILE, SweepBusy, sweep_lock
 from search.sweep.lease_s3 import s3_client
 from search.sweep.study import JOURNAL_FILE, open_study_storage, read_journal
+from search.trial.trainable import Fence
 from space_defs.cli import UsageError
 from tests.harness.relay import Relay, Rule
 from tests.harness.s3 import any_bucket, any_s3, free_port, s3_bucket, s3_env, s3_server  # noqa: F401
@@ -388,6 +389,26 @@ def test_stale_lease_of_killed_driver_is_taken_over(sweep_uri):
     with sweep_lock(sweep_uri, "demo", ttl=TTL, wait=TTL + 10) as lease:  # outwaits the lease
         assert time.time() - killed <= TTL + 1 + 3  # lapsed, not stuck forever
         lease.check()
+
+
+def test_a_trials_fence_holds_only_while_its_driver_holds_the_sweep(sweep_uri):
+    """What a trial checks before each checkpoint (search.trial.trainable.Fence): its driver's
+    generation still holds the lease. Not after a takeover nor after the driver let go; a store
+    it cannot read says nothing, and the trial goes on (the driver's own fence still holds)."""
+    holder = Driver(sweep_uri, 0, "--hold")
+    holder.wait_for(lambda lines: any(line.startswith("held ") for line in lines))
+    first = int(next(line for line in holder.lines if line.startswith("held ")).split()[1])
+    assert Fence(sweep_uri, first).current()
+    assert not Fence(sweep_uri, first + 1).current()
+    holder.kill()
+    holder.finish()
+    with sweep_lock(sweep_uri, "demo", ttl=TTL) as lease:  # a dead pid here: taken over at once
+        assert lease.generation == first + 1
+        assert not Fence(sweep_uri, first).current()
+        assert Fence(sweep_uri, lease.generation).current()
+    assert not Fence(sweep_uri, first + 1).current()  # released
+    unreachable = f"{sweep_uri.partition('?')[0]}?endpoint_override=127.0.0.1:{free_port()}&scheme=http"
+    assert Fence(unreachable, first).current()
 
 
 def test_a_long_lived_reader_reads_a_log_made_anew(sweep_uri, any_s3):
