@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from trainer import evaluate
 from trainer.autoattack import AutoAttack
@@ -61,3 +62,15 @@ def test_autoattack_reports_its_components_as_it_goes(robust_fit):
     accuracies = [d.accuracy for d in seen]
     assert accuracies == sorted(accuracies, reverse=True) and acc["autoattack"] == accuracies[-1]
     assert seen[-1].seconds >= sum(d.seconds for d in seen[1:4]) and seen[1].eta_seconds > 0
+
+
+def test_an_evaluation_gives_the_same_numbers_again_and_at_1_or_2_threads(robust_fit):
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            runs.append(evaluate(robust_fit.model, "digits", attacks=("pgd20", "cw"), n=60))
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0] == runs[1] == runs[2]
