@@ -37,7 +37,8 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
 
     from .db import list_sweeps, load_trials
     from .recorder import EnvironmentStop, environment_problem, mark_lost
-    from .sweep.tune_state import set_aside_unreadable_state, take_over_experiment
+    from .sweep.tune_state import (remove_earlier_holders, set_aside_unreadable_state,
+                                   take_over_experiment)
     from .tuner import build_tuner
 
     segments = sweep.segments()
@@ -77,6 +78,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
             raise KeyboardInterrupt
         segments = [*segments[:-1], dataclasses.replace(segment, done=True)]
         sweep.save_segments(segments)
+        remove_earlier_holders(sweep, segment, say)
 
 
 def interrupted(results, recorded) -> bool:

@@ -72,6 +72,23 @@ def take_over_experiment(sweep: SweepDir, segment: Segment, segments: list[Segme
     return adopted
 
 
+def remove_earlier_holders(sweep: SweepDir, segment: Segment, say) -> None:
+    """On object storage, once the segment is done: the Tune experiment directories of the
+    drivers that ran it before this one (``take_over_experiment`` copied from them; nobody
+    reads them), whose checkpoints can be most of the sweep's bytes. A driver that lost the
+    sweep while paused may still write into its own afterwards; those files stay."""
+    if segment.path == segment.name:  # local disk: one directory, the segment's own
+        return
+    own = f"{sweep.path}/{segment.path}"
+    entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.name}",
+                                                       allow_not_found=True))
+    earlier = [e.path for e in entries if e.type == pafs.FileType.Directory and e.path != own]
+    for path in earlier:
+        sweep.fs.delete_dir(path)
+    if earlier:
+        say(f"{segment.name}: removed the Tune directories of {len(earlier)} earlier drivers")
+
+
 def _files(fs: pafs.FileSystem, directory: str) -> dict[str, tuple[int, object]]:
     """Every file below ``directory``: path -> (size, modification time)."""
     infos = fs.get_file_info(pafs.FileSelector(directory, recursive=True, allow_not_found=True))

@@ -59,3 +59,62 @@ def test_the_statuses_the_hand_written_docs_name_are_the_code_s():
         r"\b(?:status|recorded(?: as)?|become|as) `([a-z_]+)`", path.read_text(encoding="utf-8"))}
     assert {"failed", "diverged", "lost", "env_failed"} <= named  # the pattern finds them
     assert named <= {s.value for s in Status}, named - {s.value for s in Status}
+
+
+def _our_modules() -> dict[str, list[str]]:
+    """Each module of the project by its last name part (``tune_state``: search.sweep.tune_state)."""
+    import pkgutil
+
+    import search
+    import space_defs
+    import trainer
+
+    found: dict[str, list[str]] = {}
+    for package in (search, trainer, space_defs):
+        found.setdefault(package.__name__, []).append(package.__name__)
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            found.setdefault(info.name.rsplit(".", 1)[-1], []).append(info.name)
+    return found
+
+
+def _resolves(module: str, attributes: list[str]) -> bool:
+    import importlib
+
+    obj = importlib.import_module(module)
+    for name in attributes:
+        if not hasattr(obj, name):
+            submodule = f"{obj.__name__}.{name}" if hasattr(obj, "__path__") else None
+            if submodule is None or importlib.util.find_spec(submodule) is None:
+                return False
+            obj = importlib.import_module(submodule)
+        else:
+            obj = getattr(obj, name)
+    return True
+
+
+def test_every_name_of_our_code_the_docs_give_exists():
+    """`tune_state.resume_from_checkpoints_that_exist`, `search.sweep.lease.sweep_lock`: a name
+    whose first part is one of our modules (by its last name part, or in full) resolves in one
+    of them, so a rename or a move cannot leave the docs naming what is gone."""
+    from search.sweep.lease import LEASE_FILE, LOCK_FILE
+
+    modules = _our_modules()
+    dotted = re.compile(r"`((?:[a-z_][a-z0-9_]*\.)+[A-Za-z_][A-Za-z0-9_]*)(?:\(\))?`")
+    checked, missing = 0, []
+    for path in [*PROSE, ROOT / "docs" / "DATABASE.md"]:
+        for name in dotted.findall(path.read_text(encoding="utf-8")):
+            parts = name.split(".")
+            if name in (LEASE_FILE, LOCK_FILE) or parts[-1] in {"py", "md", "json", "yaml", "toml", "pt"}:
+                continue  # a file's name
+            candidates = [(m, parts[1:]) for m in modules.get(parts[0], [])]
+            for depth in range(len(parts) - 1, 0, -1):  # search.sweep.lease.sweep_lock
+                if ".".join(parts[:depth]) in {m for ms in modules.values() for m in ms}:
+                    candidates.append((".".join(parts[:depth]), parts[depth:]))
+                    break
+            if not candidates:
+                continue  # not ours: ray's, pandas', a class's attribute
+            checked += 1
+            if not any(_resolves(m, rest) for m, rest in candidates):
+                missing.append(f"{path.name}: {name}")
+    assert checked >= 20  # the pattern finds them
+    assert not missing, missing

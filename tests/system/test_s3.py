@@ -17,6 +17,7 @@ import sys
 import time
 
 import optuna
+import pyarrow.fs as pafs
 import pytest
 
 from search.db import load_epochs, load_evals, load_trials
@@ -215,6 +216,12 @@ def test_drivers_killed_refused_and_fenced(any_s3, any_bucket, s3_ray):
     # entry each log holds its commits alone
     assert taken != stale and taken.split("/")[0] == stale.split("/")[0] == "tune-1"
     assert segment_dir(storage, "k") == taken
+    # the segment done, the directories of the drivers before it (the first's, the rerun's) are gone
+    assert "tune-1: removed the Tune directories of 2 earlier drivers" in out, said
+    sweep = SweepDir(storage, "k")
+    left = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/tune-1", recursive=True))
+    files = [e.path for e in left if e.type == pafs.FileType.File]  # SeaweedFS lists empty dirs
+    assert files and all(f.startswith(f"{sweep.path}/{taken}/") for f in files), files
     for log in (SWEEP_LOG, STUDY_LOG):
         entries = open_log(join(storage, "k"), log, shared=False)
         entries.sync()
