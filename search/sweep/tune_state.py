@@ -80,11 +80,16 @@ def remove_earlier_holders(sweep: SweepDir, segment: Segment, say) -> None:
     if segment.path == segment.name:  # local disk: one directory, the segment's own
         return
     own = f"{sweep.path}/{segment.path}"
-    entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.name}",
-                                                       allow_not_found=True))
-    earlier = [e.path for e in entries if e.type == pafs.FileType.Directory and e.path != own]
-    for path in earlier:
-        sweep.fs.delete_dir(path)
+    try:
+        entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.name}",
+                                                           allow_not_found=True))
+        earlier = [e.path for e in entries if e.type == pafs.FileType.Directory and e.path != own]
+        for path in earlier:
+            sweep.fs.delete_dir(path)
+    except OSError as e:  # the segment's work is done and committed: this is only tidying
+        say(f"{segment.name}: the Tune directories of earlier drivers were left ({e}); "
+            f"all but {segment.path} may be deleted")
+        return
     if earlier:
         say(f"{segment.name}: removed the Tune directories of {len(earlier)} earlier drivers")
 
