@@ -2,8 +2,9 @@ import os
 import tempfile
 from pathlib import Path
 
-# Tests run on 2 CPU cores; keep torch from oversubscribing them.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The tests' models are tiny: one OpenMP thread. Beside any other load two threads wait on each
+# other at every op (a resumed-run test: 126 s at 2 threads, 9.6 s at 1, under stress.py's load).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Ray's temp dir of this test session alone: a sweep attaches on its own only to a cluster
 # started in Ray's temp dir (search.cluster.target.ATTACH_RULE), and other Ray instances on this
 # machine must never be that cluster. Short, for Ray's unix socket paths.
