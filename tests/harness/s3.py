@@ -125,7 +125,10 @@ def start_seaweedfs(directory: Path, log: Path, *, timeout: float = 120) -> S3Se
     admin = _admin_port()  # its maintenance worker dials the admin's gRPC at admin + 10000
     flags = [f"-{name}={port}" for name, port in ports.items()]
     flags += [f"-admin.port={admin}", f"-admin.port.grpc={admin + 10000}", "-webdav=false",
-              "-master.telemetry=false"]
+              "-master.telemetry=false",
+              # a bucket takes a volume of its own, and by default it may make free disk / 1 GiB of
+              # them (12 here): the 13th bucket of a session could not be written to
+              "-volume.max=500"]
     directory.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")
     proc = subprocess.Popen([WEED, "mini", f"-dir={directory}", "-ip=127.0.0.1",
