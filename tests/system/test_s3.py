@@ -60,7 +60,16 @@ def clean(out) -> None:
     quiet(out.stdout + out.stderr)
 
 
+# Ray Tune's own race, seen once in CI (2026-11-28): its background upload of the driver's
+# artifacts listed the searcher's temporary state file, which Tune then renamed; Tune logs the
+# failed upload and syncs again. Left to fix (ours to work around or Ray's): the note of that stop.
+TUNE_TMP_STATE_RACE = re.compile(
+    r"[^\n]*ERROR experiment_state\.py:\d+ -- Saving experiment state to storage at [^\n]*\n"
+    r"Traceback.*?\nFileNotFoundError: [^\n]*-tmp-searcher-state-[^\n]*\n", re.S)
+
+
 def quiet(text: str) -> None:
+    text = TUNE_TMP_STATE_RACE.sub("", text)
     assert "Traceback" not in text and not re.search(r"\sERROR\s", text), text[-3000:]
 
 
