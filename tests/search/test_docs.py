@@ -79,6 +79,7 @@ def _our_modules() -> dict[str, list[str]]:
 
 def _resolves(module: str, attributes: list[str]) -> bool:
     import importlib
+    import importlib.util
 
     obj = importlib.import_module(module)
     for name in attributes:
@@ -99,6 +100,7 @@ def test_every_name_of_our_code_the_docs_give_exists():
     from search.sweep.lease import LEASE_FILE, LOCK_FILE
 
     modules = _our_modules()
+    every_module = {m for ms in modules.values() for m in ms}
     dotted = re.compile(r"`((?:[a-z_][a-z0-9_]*\.)+[A-Za-z_][A-Za-z0-9_]*)(?:\(\))?`")
     checked, missing = 0, []
     for path in [*PROSE, ROOT / "docs" / "DATABASE.md"]:
@@ -108,7 +110,7 @@ def test_every_name_of_our_code_the_docs_give_exists():
                 continue  # a file's name
             candidates = [(m, parts[1:]) for m in modules.get(parts[0], [])]
             for depth in range(len(parts) - 1, 0, -1):  # search.sweep.lease.sweep_lock
-                if ".".join(parts[:depth]) in {m for ms in modules.values() for m in ms}:
+                if ".".join(parts[:depth]) in every_module:
                     candidates.append((".".join(parts[:depth]), parts[depth:]))
                     break
             if not candidates:
