@@ -104,13 +104,15 @@ def _stop_writing(message: str) -> None:
 
 def check_data(dataset: str, data_dir: str) -> None:
     """Before Ray starts, when this machine is one of the sweep's nodes (embedded Ray, or the
-    cluster's head): the dataset here, downloaded now if it is missing (by ``python -m trainer
-    fetch``, in a process of its own, so that the driver never imports torch); UsageError, in
-    one line, if it is neither there nor downloadable. Trials on other nodes check their own
-    (an EnvironmentProblem stops the sweep, see run_segments)."""
+    cluster's head): the dataset here, downloaded now if it is missing, and its files checked
+    (torchvision's md5, unless TRAINER_DATA_MD5=off, and the dataset's image counts and
+    shapes), by ``python -m trainer fetch`` in a process of its own, so that the driver never
+    imports torch or holds the images (a second for CIFAR-10 once it is there). UsageError, in
+    one line, if it is neither there nor downloadable, or is not the dataset. Trials on other
+    nodes check their own (an EnvironmentProblem stops the sweep, see run_segments)."""
     from trainer.datasets import dataset_spec
 
-    if dataset_spec(dataset).on_disk(data_dir):
+    if not dataset_spec(dataset).files:  # shipped with a package (digits)
         return
     out = subprocess.run([sys.executable, "-m", "trainer", "fetch", dataset, "--data-dir", data_dir],
                          capture_output=True, text=True)

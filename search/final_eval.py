@@ -32,10 +32,11 @@ def best_model_path(sweep, trial_id: str) -> str | None:
 
 
 def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_dir: str,
-                    fake_gpus: bool = False):
+                    fake_gpus: bool = False, protocol: str = "default"):
     """(Runs as a streaming Ray task.) Evaluates the model saved at ``path`` in the filesystem
-    of ``sweep_uri`` at the budget it was trained at, yielding a dict per attack (and AutoAttack
-    component) as it finishes: accuracy, its own seconds, the time left, n, eps, step size. On
+    of ``sweep_uri`` at the budget it was trained at, run as ``protocol`` says
+    (trainer.protocols), yielding a dict per attack (and AutoAttack component) as it finishes:
+    accuracy, its own seconds, the time left, n, eps, steps, step size. On
     a granted GPU CUDA must be able to use, as for trials (search.trial.device.trial_device)."""
     import pyarrow.fs as pafs
 
@@ -50,10 +51,10 @@ def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_di
             pafs.copy_files(path, os.path.join(tmp, "best.pt"), source_filesystem=fs)
             path = os.path.join(tmp, "best.pt")
         for done in evaluation_steps(path, attacks=attacks, split="test", data_dir=data_dir,
-                                     device=device):
+                                     device=device, protocol=protocol):
             yield {"attack": done.attack, "accuracy": done.accuracy, "seconds": done.seconds,
                    "eta_seconds": done.eta_seconds, "final": done.final, "n_examples": done.n,
-                   "eps": done.budget.eps, "step_size": done.budget.step_size}
+                   "eps": done.budget.eps, "steps": done.steps, "step_size": done.step_size}
 
 
 def _progress(trial_id: str, event: dict, etas: dict[str, float | None]) -> str:
@@ -85,6 +86,8 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
     trials = load_trials(sweep.storage, spec.name)
     top = most_robust(trials[trials["status"] == Status.FINISHED]).head(spec.final_eval)
     done = load_evals(sweep.storage, spec.name)
+    if len(done):
+        done = done[done["protocol"].fillna("default") == spec.final_protocol]
     done_keys = set(zip(done["trial_id"], done["attack"])) if len(done) else set()
     todo = [t for t in top["trial_id"] if not all((t, a) in done_keys for a in names)]
     if not todo:
@@ -98,8 +101,10 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
         if path is None:
             say(f"[{trial_id}] final evaluation skipped: no saved model found")
             continue
-        pending[task.remote(sweep.uri, path, spec.final_attacks, data_dir, spec.fake_gpus)] = trial_id
-    say(f"final evaluation of {len(pending)} configs on the test split: {', '.join(names)}")
+        pending[task.remote(sweep.uri, path, spec.final_attacks, data_dir, spec.fake_gpus,
+                            spec.final_protocol)] = trial_id
+    say(f"final evaluation of {len(pending)} configs on the test split: {', '.join(names)} "
+        f"({spec.final_protocol} protocol)")
     store = open_store(sweep.storage, spec.name)  # every write checks the driver's lease
     results: dict[str, list[dict]] = {trial_id: [] for trial_id in pending.values()}
     etas: dict[str, float | None] = {trial_id: None for trial_id in pending.values()}
@@ -121,7 +126,9 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
             store.write(evals=[EvalRow(sweep=spec.name, trial_id=trial_id, attack=e["attack"],
                                        split="test", accuracy=e["accuracy"], n_examples=e["n_examples"],
                                        seconds=total, attack_seconds=e["seconds"], eps=e["eps"],
-                                       step_size=e["step_size"], recorded_at=now) for e in out])
+                                       steps=e["steps"], step_size=e["step_size"],
+                                       protocol=spec.final_protocol, recorded_at=now)
+                                for e in out])
             store.flush()
             say(f"[{trial_id}] test: " + ", ".join(f"{e['attack']} {e['accuracy']:.1%}" for e in out)
                 + f" ({total:.0f} s)")

@@ -292,7 +292,7 @@ class SweepRecorder(tune.Callback):
             dataset=spec.dataset, method=recipe.method, epochs_planned=recipe.epochs,
             eps=recipe.eps,
             seed=recipe.seed, recipe_json=json.dumps(recipe.to_dict(), sort_keys=True),
-            val_size=recipe.val_size, epochs_done=len(t.epochs),
+            val_size=recipe.val_size, selected_on=recipe.select_on, epochs_done=len(t.epochs),
             best_val_robust_acc=best and best["val_robust_acc"],
             best_val_robust_epoch=best and _epoch_of(t, best),
             best_val_clean_acc=best and best["val_clean_acc"],

@@ -101,6 +101,9 @@ def summary(spec: SweepSpec, storage: str) -> str:
     lines = [f"sweep {spec.name}: {len(trials)} trials: "
              + ", ".join(f"{n} {Status(s).replace('_', ' ')}" for s, n in sorted(counts.items()))]
     ranked = most_robust(full_fidelity(trials))
+    if spec.recipe.select_on == "test":
+        lines.append("selected on the TEST split (--select-on test, the references' protocol): "
+                     "every val number below is a test number, and the choice is optimistic")
     if len(ranked):
         best = ranked.iloc[0]
         lines.append(f"best: {_described(best)}")
@@ -149,11 +152,13 @@ def _vs_uniform(spec: SweepSpec, trials, ranked, best) -> list[str]:
         lines = [f"the best is the {label} itself; the runner-up: {_described(other)}"]
     else:
         lines = [f"{label}: {_described(base)}"]
-    n_robust, n_clean = spec.recipe.val_size, dataset_spec(spec.dataset).val_size
+    n_robust, n_clean = spec.recipe.val_size, spec.recipe.selection_images(dataset_spec(spec.dataset))
     for what, key, n in (("robust", "best_val_robust_acc", n_robust), ("clean", "best_val_clean_acc", n_clean)):
         a, b = getattr(other, key), getattr(base, key)
         gap = Gap(a - b, math.hypot(standard_error(a, n), standard_error(b, n)))
         lines.append(f"  {name} - uniform, val {what}: {gap.describe(f', {n} images each')}")
+    lines.append("  (binomial noise of the images measured, one training seed each: the "
+                 "seed-to-seed spread is not in it)")
     return lines
 
 

@@ -12,6 +12,7 @@ from space_defs import SearchSpace, format_count
 from space_defs.cli import UsageError, option
 from space_defs.options import SpaceOptions
 from trainer.datasets import DATASETS, dataset_spec
+from trainer.protocols import PROTOCOLS
 from trainer.recipe import Recipe
 
 from .db.objectives import DIRECTIONS, Objective, described, parse_objectives
@@ -23,7 +24,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Fields that may differ when the same sweep is run again; every other field fixes what the
 # sweep's results mean, and changing it is refused.
 RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "fake_gpus",
-              "final_eval", "final_attacks")
+              "final_eval", "final_attacks", "final_protocol")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +60,8 @@ class SweepSpec(SpaceOptions):
     final_eval: int = option(0, help="evaluate the top K configs on the test split after the sweep")
     final_attacks: tuple[str, ...] = option(("clean", "pgd20", "cw", "autoattack"),
                                             help="the --final-eval cascade, in order")
+    final_protocol: str = option("default", help=" | ".join(
+        f"{p.name}: {p.about}" for p in PROTOCOLS.values()))
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -102,6 +105,8 @@ class SweepSpec(SpaceOptions):
                 parse_attack(attack)
         except ValueError as e:
             raise ValueError(f"--final-attacks: {e}") from None
+        need(self.final_protocol in PROTOCOLS, f"unknown --final-protocol {self.final_protocol!r}; "
+             f"choose one of {', '.join(PROTOCOLS)}")
         need(0 <= self.final_eval <= self.trials,
              f"final eval K must be between 0 and the number of trials ({self.trials})")
 

@@ -36,11 +36,15 @@ def option(default: Any = dataclasses.MISSING, *, help: str,
 
 
 def number(text: str) -> float:
-    """'0.1', '2e-4', '8/255' (pixel budgets read naturally as fractions)."""
+    """'0.1', '2e-4', '8/255', '0.8/255' (pixel budgets read naturally as fractions)."""
     try:
-        return float(Fraction(text.strip()))
+        parts = [Fraction(part.strip()) for part in text.split("/")]
+        if len(parts) > 2:
+            raise ValueError(text)
+        return float(parts[0] / parts[1]) if len(parts) == 2 else float(parts[0])
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (e.g. 0.1, 2e-4, 8/255, "
+                                         "0.8/255)") from None
 
 
 def count(text: str) -> int:

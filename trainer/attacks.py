@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attack_names import Attack
+from .protocols import PROTOCOLS, Protocol
 
 AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> sum to ascend
 
@@ -23,12 +24,26 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), y, reduction="sum")
 
 
-def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """CW loss: best wrong logit minus the true logit (positive = misclassified)."""
+def true_minus_best_wrong(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per point: the true logit minus the best wrong one (negative = misclassified)."""
     logits = logits.float()
     true = logits.gather(1, y[:, None]).squeeze(1)
-    wrong = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    return (wrong - true).sum()
+    return true - logits.scatter(1, y[:, None], float("-inf")).amax(1)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CW loss: best wrong logit minus the true logit (positive = misclassified)."""
+    return -true_minus_best_wrong(logits, y).sum()
+
+
+def batch_hinge_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The seed's CW loss (HanxunH/RobustWRN evaluator.py): -relu(sum over the batch of the true
+    minus the best wrong logit). Where the batch's summed margin is positive its gradient is
+    ``margin``'s; where it is not, every point of the batch gets none and stays where it is."""
+    return -F.relu(true_minus_best_wrong(logits, y).sum())
+
+
+CW_LOSSES: dict[str, AttackLoss] = {"margin": margin, "batch_hinge": batch_hinge_margin}
 
 
 def kl_from(logits: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
@@ -59,10 +74,12 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, eps: float, step_size: float,
         steps: int, loss: AttackLoss = cross_entropy, start: str = "uniform",
-        generator: torch.Generator | None = None) -> torch.Tensor:
+        start_in_box: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
     """Signed-gradient ascent on ``loss`` projected onto the eps-ball and [0, 1] (Madry et al.).
 
-    start: "uniform" in the ball (PGD), "zero" (FGSM), "normal" with std 0.001 (TRADES).
+    start: "uniform" in the ball (PGD), "zero" (FGSM), "normal" with std 0.001 (TRADES);
+    ``start_in_box=False`` takes the first gradient at the start as drawn, outside [0, 1] where
+    it falls there (the seed's evaluation does; every later iterate is projected).
     """
     if start == "uniform":
         delta = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
@@ -72,7 +89,7 @@ def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, eps: float, 
         delta = torch.zeros_like(x)
     else:
         raise ValueError(f"unknown start {start!r}: use 'uniform', 'normal' or 'zero'")
-    x_adv = project(x + delta, x, eps)
+    x_adv = project(x + delta, x, eps) if start_in_box else x + delta
     with attacking(model):
         for _ in range(steps):
             x_adv.requires_grad_(True)
@@ -86,13 +103,16 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> t
 
 
 def perturb(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-            step_size: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``x`` under the per-batch ``attack`` (AutoAttack runs through trainer.evaluate())."""
+            step_size: float, generator: torch.Generator | None = None,
+            protocol: Protocol = PROTOCOLS["default"]) -> torch.Tensor:
+    """``x`` under the per-batch ``attack``, run as ``protocol`` says (AutoAttack runs through
+    trainer.evaluate())."""
     if attack.kind == "clean":
         return x
     if attack.kind == "fgsm":
         return fgsm(model, x, y, eps=eps)
     if attack.kind in ("pgd", "cw"):
         return pgd(model, x, y, eps=eps, step_size=step_size, steps=attack.steps,
-                   loss=cross_entropy if attack.kind == "pgd" else margin, generator=generator)
+                   loss=cross_entropy if attack.kind == "pgd" else CW_LOSSES[protocol.cw_loss],
+                   start_in_box=protocol.start_in_box, generator=generator)
     raise ValueError(f"{attack.name} is not a per-batch attack; run it through trainer.evaluate()")

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from space_defs.cli import Parser, UsageError, add_fields, given, integer, number
 
+from .dataset_files import MD5_ENV, checks_md5, read_files
 from .datasets import DATASETS, DEFAULT_DATA_DIR, DataUnavailableError, dataset_spec
+from .protocols import PROTOCOLS
 from .recipe import Recipe
 
 
@@ -55,10 +57,16 @@ def _fetch_options(p: argparse.ArgumentParser) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from .data import fetch
+    spec = dataset_spec(args.dataset)
+    if spec.on_disk(args.data_dir):
+        train, test = read_files(spec, args.data_dir)  # checked without torch's import: quick
+    else:
+        from .data import fetch
 
-    fetch(args.dataset, args.data_dir)
-    print(f"{args.dataset} is in {args.data_dir}")
+        train, test = fetch(spec.name, args.data_dir)
+    unchecked = "" if checks_md5() else f" (md5 not checked: {MD5_ENV}=off)"
+    print(f"{spec.name} is in {args.data_dir}: {len(train.y):,} training and {len(test.y):,} test "
+          f"images of {'x'.join(map(str, train.x.shape[1:]))}{unchecked}")
     return 0
 
 
@@ -66,6 +74,9 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt)")
     p.add_argument("--attacks", default="clean,pgd20,cw",
                    help="comma-separated: clean, fgsm, pgd<k>, cw[<k>], autoattack (default: %(default)s)")
+    p.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
+                   help="how the attacks run: " + "; ".join(f"{q.name}: {q.about}"
+                                                            for q in PROTOCOLS.values()))
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="(default: test)")
     p.add_argument("--n", type=integer, default=None, help="first n images of the split (default: all)")
     p.add_argument("--eps", type=number, default=None,
@@ -92,15 +103,21 @@ def _fit(args: argparse.Namespace) -> int:
     recipe = Recipe(**given(args, Recipe))
     device = torch.device(args.device) if args.device else None
     bar = None  # opened at the first report, so a data or input error prints alone
+    seconds: list[float] = []  # of the epochs this process ran (tqdm's rate counts a resume's too)
 
     def report(r):
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=recipe.epochs, initial=r.epoch - 1, unit="epoch",
-                       desc=f"{arch.name} {recipe.method} {spec.name}")
+            bar = tqdm(total=recipe.epochs, initial=r.epoch - 1, mininterval=0,
+                       desc=f"{arch.name} {recipe.method} {spec.name}",
+                       bar_format="{desc}: |{bar}| {n_fmt}/{total_fmt} epochs{postfix}")
+        seconds.append(r.epoch_seconds)
+        per_epoch = sum(seconds) / len(seconds)
+        left = tqdm.format_interval(per_epoch * (recipe.epochs - r.epoch))
+        bar.set_postfix_str(f"{per_epoch:.1f} s/epoch, {left} left, loss {r.train_loss:.3f}, "
+                            f"val clean {r.val_clean_acc:.3f}, val PGD {r.val_robust_acc:.3f}, "
+                            f"{r.images_per_s:.0f} images/s", refresh=False)
         bar.update(r.epoch - bar.n)
-        bar.set_postfix(loss=f"{r.train_loss:.3f}", val_clean=f"{r.val_clean_acc:.3f}",
-                        val_pgd=f"{r.val_robust_acc:.3f}", img_s=f"{r.images_per_s:.0f}")
 
     try:
         result = fit(arch, recipe, spec.name, report=report, checkpoint_dir=args.checkpoint_dir,
@@ -131,7 +148,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise UsageError(f"--n must be positive, got {args.n}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, spec, budget = resolve(args.checkpoint, eps=args.eps, step_size=args.step_size, device=device)
+    model, spec, budget = resolve(args.checkpoint, eps=args.eps, step_size=args.step_size,
+                                  device=device, step_ratio=PROTOCOLS[args.protocol].step_ratio)
     seconds: dict[str, float] = {}
 
     def progress(done) -> None:
@@ -143,11 +161,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                   flush=True)
 
     if not args.json:
-        print(f"{spec.name} {args.split}, {budget}", flush=True)
+        print(f"{spec.name} {args.split}, {budget}, {args.protocol} protocol", flush=True)
     results = evaluate(model, spec.name, attacks=attacks, split=args.split, n=args.n, eps=budget.eps,
                        step_size=budget.step_size, device=device, data_dir=args.data_dir,
-                       progress=progress)
+                       progress=progress, protocol=args.protocol)
     if args.json:
         print(json.dumps({"eps": budget.eps, "step_size": budget.step_size, "budget": budget.source,
-                          "accuracy": results, "seconds": seconds}))
+                          "protocol": args.protocol, "accuracy": results, "seconds": seconds}))
     return 0

@@ -18,9 +18,10 @@ forward and one training backward; ``pgd_at`` k attack steps, the training forwa
 backward, and one gradient-free clean forward (its clean accuracy); ``trades`` a clean forward
 (the attack's target), k attack steps, and forward and training backward of both the clean and
 the adversarial batch; ``mart`` the same without the first clean forward. Each epoch trains on
-the training split less the validation hold-out, in whole batches (the last partial one is
-dropped), then validates: a clean forward of every validation image, and PGD-k' (k' =
-``val_attack_steps``) plus a forward on the first ``val_size`` of them.
+the training split less the validation hold-out (``Recipe.training_images``), in whole batches
+(the last partial one is dropped), then validates: a clean forward of every image of the
+selection split (the validation split, or the test split with ``select_on="test"``), and
+PGD-k' (k' = ``val_attack_steps``) plus a forward on the first ``val_size`` of them.
 """
 
 from __future__ import annotations
@@ -101,11 +102,11 @@ class TrialFlops:
 def trial_flops(arch: WRNConfig, recipe: Recipe, dataset: str) -> TrialFlops:
     """What training ``arch`` with ``recipe`` on ``dataset`` costs, as fit() runs it."""
     spec = dataset_spec(dataset)
+    recipe = recipe.for_dataset(spec)
     p = PassFlops.of(arch)
-    train_images = (spec.train_size - spec.val_size) // recipe.batch_size * recipe.batch_size
-    attacked = min(recipe.val_size, spec.val_size)
-    validation = spec.val_size * p.forward + attacked * (recipe.val_attack_steps * p.attack_step
-                                                         + p.forward)
+    train_images = recipe.training_images(spec) // recipe.batch_size * recipe.batch_size
+    validation = (recipe.selection_images(spec) * p.forward
+                  + recipe.val_size * (recipe.val_attack_steps * p.attack_step + p.forward))
     return TrialFlops(train_per_epoch=train_images * training_flops_per_image(arch, recipe),
                       validation_per_epoch=validation, epochs=recipe.epochs,
                       train_images=train_images)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .dataset_files import Images, read_files
 from .datasets import (DEFAULT_DATA_DIR, DIGITS_TEST_SIZE, SPLIT_SEED, DataUnavailableError,
                        DatasetSpec, dataset_spec)
 
@@ -42,15 +42,21 @@ class Splits:
 
 
 def load_splits(dataset: str, *, data_dir: str | Path = DEFAULT_DATA_DIR,
-                device: torch.device | str = "cpu") -> Splits:
-    """Train/val/test of ``dataset`` on ``device``; val is a fixed seeded hold-out of train."""
+                device: torch.device | str = "cpu", select_on: str = "val") -> Splits:
+    """Train/val/test of ``dataset`` on ``device``; val is a fixed seeded hold-out of train.
+
+    ``select_on="test"`` is the references' protocol: nothing is held out, train is the whole
+    training set (in the same fixed shuffled order) and val *is* the test split.
+    """
     spec = dataset_spec(dataset)
     train, test = _digits() if spec.name == "digits" else _torchvision(spec, Path(data_dir))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    test = test.to(device)
+    if select_on == "test":
+        return Splits(train=Split(train.x[order], train.y[order]).to(device), val=test, test=test)
     val_idx, train_idx = order[:spec.val_size], order[spec.val_size:]
     return Splits(train=Split(train.x[train_idx], train.y[train_idx]).to(device),
-                  val=Split(train.x[val_idx], train.y[val_idx]).to(device),
-                  test=test.to(device))
+                  val=Split(train.x[val_idx], train.y[val_idx]).to(device), test=test)
 
 
 def _digits() -> tuple[Split, Split]:
@@ -69,25 +75,29 @@ def _torchvision(spec: DatasetSpec, data_dir: Path) -> tuple[Split, Split]:
     return _as_split(train), _as_split(test)
 
 
-def fetch(dataset: str, data_dir: str | Path = DEFAULT_DATA_DIR):
-    """The torchvision train and test sets of ``dataset``, downloaded into ``data_dir`` first if
-    they are not there (``python -m trainer fetch``; a sweep's driver runs it before the first
-    trial when the files are missing). DataUnavailableError when that fails."""
-    from filelock import FileLock
-    from torchvision import datasets
-
+def fetch(dataset: str, data_dir: str | Path = DEFAULT_DATA_DIR) -> tuple[Images, Images]:
+    """The train and test images of ``dataset`` (numpy), downloaded into ``data_dir`` first if
+    its files are not all there (``python -m trainer fetch``; a sweep's driver runs it before
+    the first trial). DataUnavailableError when that fails; DataCorruptError when the files
+    there are not the dataset (trainer.dataset_files.read_files)."""
     spec = dataset_spec(dataset)
-    root = Path(data_dir) / spec.name
+    download(spec, Path(data_dir))
+    return read_files(spec, data_dir)
+
+
+def download(spec: DatasetSpec, data_dir: Path) -> None:
+    """``spec``'s files into ``data_dir``/NAME by torchvision's downloader, unless all are there
+    (what they hold is read_files' to check)."""
+    from filelock import FileLock
+
+    root = data_dir / spec.name
     root.mkdir(parents=True, exist_ok=True)
-    make = {
-        "cifar10": lambda train: datasets.CIFAR10(root, train=train, download=True),
-        "cifar100": lambda train: datasets.CIFAR100(root, train=train, download=True),
-        "svhn": lambda train: datasets.SVHN(root, split="train" if train else "test", download=True),
-    }[spec.name]
     # Many trials on a node start together: one downloads, the others wait and then read.
     with FileLock(str(root / ".download.lock")):
+        if spec.on_disk(data_dir):
+            return
         try:
-            return make(True), make(False)
+            _download(spec, root)
         except Exception as e:  # noqa: BLE001 - torchvision raises URLError, RuntimeError, OSError...
             raise DataUnavailableError(
                 f"{spec.name} is not in {root} and could not be downloaded ({type(e).__name__}: {e}); "
@@ -96,13 +106,22 @@ def fetch(dataset: str, data_dir: str | Path = DEFAULT_DATA_DIR):
                 f"or use the offline '--dataset digits'") from e
 
 
-def _as_split(ds) -> Split:
-    images = np.asarray(ds.data)
-    if images.shape[-1] == 3:  # CIFAR stores NHWC; SVHN already NCHW
-        images = images.transpose(0, 3, 1, 2)
-    labels = np.asarray(ds.targets if hasattr(ds, "targets") else ds.labels)
-    return Split(torch.from_numpy(np.ascontiguousarray(images)).float().div_(255),
-                 torch.from_numpy(labels).long())
+def _download(spec: DatasetSpec, root: Path) -> None:
+    """What ``download=True`` of torchvision's dataset class does, without reading the data."""
+    from torchvision import datasets
+    from torchvision.datasets.utils import download_and_extract_archive, download_url
+
+    if spec.name == "svhn":
+        for split in ("train", "test"):
+            url, filename, md5 = datasets.SVHN.split_list[split]
+            download_url(url, str(root), filename, md5)
+        return
+    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[spec.name]
+    download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+
+
+def _as_split(images: Images) -> Split:
+    return Split(torch.from_numpy(images.x).float().div_(255), torch.from_numpy(images.y).long())
 
 
 def augment(x: torch.Tensor, spec: DatasetSpec, generator: torch.Generator) -> torch.Tensor:

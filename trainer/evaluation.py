@@ -22,24 +22,30 @@ from .attacks import perturb
 from .autoattack import COMPONENTS, AutoAttack
 from .data import Split, eval_batches, load_splits
 from .datasets import DEFAULT_DATA_DIR, DatasetSpec, dataset_spec
+from .protocols import PROTOCOLS, Protocol, protocol as named_protocol
 
-EVAL_BATCH = 256  # images per attack batch
+DEFAULT = PROTOCOLS["default"]
+EVAL_BATCH = DEFAULT.batch_size  # images per attack batch
 
 
 def correct_under(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *, eps: float,
-                  step_size: float, generator: torch.Generator | None = None) -> torch.Tensor:
+                  step_size: float, generator: torch.Generator | None = None,
+                  protocol: Protocol = DEFAULT) -> torch.Tensor:
     """Boolean mask: which points the model still classifies correctly under ``attack``."""
-    x_adv = perturb(attack, model, x, y, eps=eps, step_size=step_size, generator=generator)
+    x_adv = perturb(attack, model, x, y, eps=eps, step_size=step_size, generator=generator,
+                    protocol=protocol)
     with torch.no_grad():
         return model(x_adv).argmax(1) == y
 
 
 def correct_mask(model: nn.Module, split: Split, attack: Attack, *, eps: float, step_size: float,
-                 seed: int = 0, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+                 seed: int = 0, batch_size: int = EVAL_BATCH,
+                 protocol: Protocol = DEFAULT) -> torch.Tensor:
     """Per-point correctness over ``split``; random starts come from a generator seeded by ``seed``."""
     model.eval()
     generator = torch.Generator(split.x.device).manual_seed(seed)
-    return torch.cat([correct_under(model, x, y, attack, eps=eps, step_size=step_size, generator=generator)
+    return torch.cat([correct_under(model, x, y, attack, eps=eps, step_size=step_size,
+                                    generator=generator, protocol=protocol)
                       for x, y in eval_batches(split, batch_size=batch_size)])
 
 
@@ -62,16 +68,22 @@ class EvalBudget:
 
 
 def eval_budget(trained: tuple[float, float] | None, default: tuple[float, float], *,
-                eps: float | None = None, step_size: float | None = None) -> EvalBudget:
+                eps: float | None = None, step_size: float | None = None,
+                step_ratio: float | None = None) -> EvalBudget:
     """The budget to attack at: the one the model was trained at (``trained``, from its
     checkpoint's recipe; else the dataset's ``default``) unless ``eps`` / ``step_size`` are
-    given. A given eps without a step keeps the trained ratio of step to eps. ValueError if
-    either is outside (0, 1] (pixel units: 8/255, not 8)."""
+    given. A given eps without a step keeps the trained ratio of step to eps, or a protocol's
+    ``step_ratio`` where it has one. ValueError if either is outside (0, 1] (pixel units:
+    8/255, not 8)."""
     base_eps, base_step = trained or default
     for name, value in (("eps", eps), ("step size", step_size)):
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
                                       and 0 < value <= 1):
             raise ValueError(f"{name} must be in (0, 1] (pixel units; 8/255 = {8 / 255:.4f}), got {value!r}")
+    if step_ratio is not None and step_size is None:
+        at = base_eps if eps is None else eps
+        source = ("as trained" if trained else "dataset default") if eps is None else "given"
+        return EvalBudget(at, step_ratio * at, f"eps {source}, step {step_ratio:g} eps")
     if eps is None and step_size is None:
         return EvalBudget(base_eps, base_step, "as trained" if trained else "dataset default")
     if step_size is None:
@@ -83,7 +95,8 @@ def eval_budget(trained: tuple[float, float] | None, default: tuple[float, float
 
 def resolve(model_or_checkpoint: nn.Module | str | Path, dataset: str | None = None, *,
             eps: float | None = None, step_size: float | None = None,
-            device: torch.device | str = "cpu") -> tuple[nn.Module, DatasetSpec, EvalBudget]:
+            device: torch.device | str = "cpu",
+            step_ratio: float | None = None) -> tuple[nn.Module, DatasetSpec, EvalBudget]:
     """The model in eval mode, its dataset and the budget to attack it at (``eval_budget``)."""
     from .checkpoint import load, model_from, resolve as resolve_path
 
@@ -99,7 +112,8 @@ def resolve(model_or_checkpoint: nn.Module | str | Path, dataset: str | None = N
         recipe = state.get("recipe") or {}
         trained = ((recipe["eps"], recipe["step_size"])
                    if recipe.get("eps") is not None and recipe.get("step_size") is not None else None)
-    budget = eval_budget(trained, (spec.eps, spec.step_size), eps=eps, step_size=step_size)
+    budget = eval_budget(trained, (spec.eps, spec.step_size), eps=eps, step_size=step_size,
+                         step_ratio=step_ratio)
     return model.eval(), spec, budget
 
 
@@ -112,7 +126,8 @@ def evaluate(model_or_checkpoint: nn.Module | str | Path, dataset: str | None = 
     ``model_or_checkpoint``: a model taking [0, 1] images, or a checkpoint file / run directory
     (its dataset is then the default). Keywords as ``evaluation_steps``: eps and step_size in
     pixel units, None = the budget the checkpoint was trained at (a bare model: the dataset's).
-    ``progress`` is called with each ``AttackDone`` as the attacks (and AutoAttack's
+    ``protocol`` names how the attacks run (trainer.protocols: "default", or "robustwrn", the
+    seed's). ``progress`` is called with each ``AttackDone`` as the attacks (and AutoAttack's
     components) finish: its accuracy, its own seconds and an estimate of the time left.
     """
     results = {}
@@ -135,6 +150,9 @@ class AttackDone:
     final: bool  # False for an AutoAttack component (its attack's result follows)
     n: int  # points evaluated
     budget: EvalBudget
+    protocol: str = DEFAULT.name
+    steps: int | None = None  # iterations of a per-batch attack (None: AutoAttack's own)
+    step_size: float | None = None  # its step, pixel units (None: clean, AutoAttack)
     correct: torch.Tensor | None = field(default=None, repr=False)  # per point (final only)
 
 
@@ -143,23 +161,27 @@ def evaluation_steps(model_or_checkpoint: nn.Module | str | Path, dataset: str |
                      split: str = "test", n: int | None = None, *, eps: float | None = None,
                      step_size: float | None = None, device: torch.device | str | None = None,
                      data_dir: str | Path = DEFAULT_DATA_DIR, seed: int = 0,
-                     batch_size: int = EVAL_BATCH) -> Iterator[AttackDone]:
+                     protocol: str = DEFAULT.name) -> Iterator[AttackDone]:
     """``evaluate`` as a stream of ``AttackDone``, one as each attack or component finishes."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     parsed = [parse_attack(a) if isinstance(a, str) else a for a in attacks]
+    how = named_protocol(protocol)
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     model, spec, budget = resolve(model_or_checkpoint, dataset, eps=eps, step_size=step_size,
-                                  device=device)
+                                  device=device, step_ratio=how.step_ratio)
     data = getattr(load_splits(spec.name, data_dir=data_dir, device=device), split).head(n)
-    yield from cascade(model, data, parsed, budget, seed=seed, batch_size=batch_size)
+    yield from cascade(model, data, parsed, budget, seed=seed, protocol=how)
 
 
 def cascade(model: nn.Module, data: Split, attacks: Sequence[Attack | AutoAttack],
-            budget: EvalBudget, *, seed: int = 0, batch_size: int = EVAL_BATCH) -> Iterator[AttackDone]:
+            budget: EvalBudget, *, seed: int = 0,
+            protocol: Protocol = DEFAULT) -> Iterator[AttackDone]:
     """Each attack over ``data``; AutoAttack attacks only the points every attack listed before
-    it left unbroken, so its accuracy is under the worst case of it and them."""
+    it left unbroken, so its accuracy is under the worst case of it and them (a protocol with
+    ``autoattack_after_others=False``: every clean-correct point, its own number)."""
     model.eval()
+    batch_size = protocol.batch_size
     unbroken = torch.ones(len(data), dtype=torch.bool, device=data.y.device)
     plan = [AutoAttack(seed=seed) if isinstance(a, Attack) and a.kind == "autoattack" else a
             for a in attacks]
@@ -167,14 +189,18 @@ def cascade(model: nn.Module, data: Split, attacks: Sequence[Attack | AutoAttack
         classes = model(data.x[:1]).shape[1]
     clock = _Clock(plan, len(data), classes)
 
-    def done(name: str, began: float, final: bool, correct: torch.Tensor) -> AttackDone:
+    def done(name: str, began: float, final: bool, correct: torch.Tensor,
+             attack: Attack | None = None) -> AttackDone:
+        steps, step = _iterations(attack, budget)
         return AttackDone(name, correct.float().mean().item(), time.perf_counter() - began,
-                          clock.eta(unbroken), final, len(data), budget,
-                          correct.clone() if final else None)
+                          clock.eta(unbroken), final, len(data), budget, protocol.name, steps,
+                          step, correct.clone() if final else None)
 
     for attack in plan:
         start = time.perf_counter()
         if isinstance(attack, AutoAttack):
+            if not protocol.autoattack_after_others:
+                unbroken[:] = True
             generator = torch.Generator(data.x.device).manual_seed(attack.seed)
             for x, y, idx in _chunks(data, unbroken, batch_size):
                 with torch.no_grad():
@@ -189,10 +215,22 @@ def cascade(model: nn.Module, data: Split, attacks: Sequence[Attack | AutoAttack
             correct = unbroken
         else:
             correct = correct_mask(model, data, attack, eps=budget.eps, step_size=budget.step_size,
-                                   seed=seed, batch_size=batch_size)
+                                   seed=seed, batch_size=batch_size, protocol=protocol)
             unbroken &= correct
             clock.done(attack, None, len(data))
-        yield done(attack.name, start, True, correct)
+        yield done(attack.name, start, True, correct, attack if isinstance(attack, Attack) else None)
+
+
+def _iterations(attack: Attack | None, budget: EvalBudget) -> tuple[int | None, float | None]:
+    """(steps, step size) of a per-batch attack; (None, None) for AutoAttack, which adapts its
+    own steps."""
+    if attack is None:
+        return None, None
+    if attack.kind == "clean":
+        return 0, None
+    if attack.kind == "fgsm":
+        return 1, budget.eps
+    return attack.steps, budget.step_size
 
 
 def _chunks(data: Split, which: torch.Tensor, batch_size: int):

@@ -63,12 +63,11 @@ def fit(arch: WRNConfig, recipe: Recipe, dataset: str, *,
     spec = dataset_spec(dataset)
     spec.check_arch(arch)
     recipe = recipe.for_dataset(spec)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    splits = load_splits(spec.name, data_dir=data_dir, device=device)
-    if recipe.batch_size > len(splits.train):
-        raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(splits.train)} training images "
+    device = training_device(device)
+    splits = load_splits(spec.name, data_dir=data_dir, device=device, select_on=recipe.select_on)
+    train = splits.train.head(recipe.train_subset)
+    if recipe.batch_size > len(train):
+        raise ValueError(f"batch_size {recipe.batch_size} exceeds the {len(train)} training images "
                          f"of {spec.name}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     run = Run.start(arch, recipe, spec, device)
@@ -89,12 +88,21 @@ def fit(arch: WRNConfig, recipe: Recipe, dataset: str, *,
         ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     while run.status == Status.RUNNING and run.epoch < recipe.epochs:
-        epoch_report = run.epoch_step(splits.train, splits.val, ckpt_dir)
+        epoch_report = run.epoch_step(train, splits.val, ckpt_dir)
         if note:
             epoch_report, note = dataclasses.replace(epoch_report, note=note), ""
         if report is not None:
             report(epoch_report)
     return run.result(ckpt_dir)
+
+
+def training_device(device: torch.device | str | None = None) -> torch.device:
+    """``device`` (default: CUDA when there is one) set up as fit() trains on it: cuDNN picks
+    the fastest convolution for each shape (batches have one shape, so it pays once)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
 
 
 @dataclass
@@ -157,7 +165,7 @@ class Run:
         t2 = synced_time(self.device)
         self.epoch += 1
         if self.status == Status.RUNNING:
-            self.status = self.judge(val_robust, adv_acc)
+            self.status = self.judge(val_robust, adv_acc, len(val.head(self.recipe.val_size)))
         epoch_report = EpochReport(
             epoch=self.epoch, train_loss=loss, train_clean_acc=clean_acc, train_adv_acc=adv_acc,
             val_clean_acc=val_clean, val_robust_acc=val_robust, lr=lr, train_seconds=t1 - t0,
@@ -168,11 +176,12 @@ class Run:
             self.save(ckpt_dir)
         return epoch_report
 
-    def judge(self, val_robust: float, train_adv_acc: float) -> Status:
-        past = self.history
-        if catastrophic_overfit([r.val_robust_acc for r in past] + [val_robust],
-                                [r.train_adv_acc for r in past] + [train_adv_acc],
-                                drop=self.recipe.collapse_drop):
+    def judge(self, val_robust: float, train_adv_acc: float, attacked: int) -> Status:
+        past, r = self.history, self.recipe
+        if r.trains_on_attack and catastrophic_overfit(
+                [h.val_robust_acc for h in past] + [val_robust],
+                [h.train_adv_acc for h in past] + [train_adv_acc],
+                n=attacked, num_classes=self.spec.data.num_classes, drop=r.collapse_drop):
             return Status.CATASTROPHIC_OVERFIT
         return Status.FINISHED if self.epoch == self.recipe.epochs else Status.RUNNING
 

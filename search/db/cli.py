@@ -182,13 +182,18 @@ def _cmd_best(args: argparse.Namespace) -> None:
         lead = r.table.iloc[0]
         n = "n unknown" if pd.isna(lead["val_size"]) else f"n={int(lead['val_size'])}"
         print(f"{r.dataset} / {r.method} / budget {format_count(r.budget)} params: {r.n_trials} trials")
+        if "selected_on" in r.table and (r.table["selected_on"] == "test").any():
+            print("  selected on the TEST split (the references' protocol): these val numbers "
+                  "are test numbers, and optimistic")
         print(f"  most robust: {lead['arch']}  (trial {lead['trial_id']}, sweep {lead['sweep']})")
         print(f"    {format_count(lead['params'])} params, {format_count(lead['macs'])} MACs; val robust "
               f"{100 * lead['best_val_robust_acc']:.2f}% +- {lead['se_pts']:.2f} ({n}), clean "
               f"{_cell('best_val_clean_acc', lead['best_val_clean_acc'])} at epoch "
               f"{_cell('best_val_robust_epoch', lead['best_val_robust_epoch'])}")
         if len(r.table) > 1:
-            print(f"  runners-up (gap in accuracy points; within noise if gap_z < {NOISE_Z:g}):")
+            print(f"  runners-up (gap in accuracy points; within noise if gap_z < {NOISE_Z:g}; "
+                  "se_pts: 1 binomial s.e. on the images measured, one training seed each, so "
+                  "the seed-to-seed spread is not in it):")
             print("    " + render_table(r.table.iloc[1:], ["trial_id", "arch", "params", "macs",
                                                            "best_val_robust_acc", "best_val_clean_acc",
                                                            "gap_pts", "se_pts", "gap_z", "within_noise"]

@@ -115,8 +115,14 @@ class TrialRow(_Row):
     eps: float = col("fraction of pixel range", "L-inf training radius, e.g. 8/255")
     seed: int = col(doc="random seed of the trial")
     recipe_json: str = col(doc="the whole training recipe as JSON")
-    val_size: int | None = col("images", "size of the validation subset the val_* accuracies "
-                                          "are measured on", default=None)
+    val_size: int | None = col("images", "images the val_robust_* accuracies are measured on "
+                                          "(val_clean_*: the whole selection split)",
+                               default=None)
+    selected_on: str | None = col(doc="split the val_* columns and best.pt come from: 'val', "
+                                      "held out of the training set, or 'test', the "
+                                      "references' protocol (optimistic: selected on test "
+                                      "data); null in rows written before it was recorded: "
+                                      "'val'", default="val")
     epochs_done: int = col("epochs", "epochs trained so far", default=0)
     best_val_robust_acc: float | None = col(
         FRACTION, "validation robust accuracy of the selected epoch so far (best_val_robust_epoch)",
@@ -188,8 +194,15 @@ class EvalRow(_Row):
     eps: float | None = col("fraction of pixel range", "L-inf radius attacked at (the one the "
                                                        "model was trained at unless told)",
                             default=None)
-    step_size: float | None = col("fraction of pixel range", "step of the iterative attacks",
-                                  default=None)
+    step_size: float | None = col("fraction of pixel range", "step of this attack (pgd, cw, "
+                                  "fgsm; null for clean and autoattack, whose APGD adapts its "
+                                  "own)", default=None)
+    steps: int | None = col("iterations", "iterations of this attack (0 for clean; null for "
+                                          "autoattack, a cascade of its own budgets)",
+                            default=None)
+    protocol: str | None = col(doc="evaluation protocol, one of trainer.protocols.PROTOCOLS "
+                                   "(default, robustwrn); null in rows written before protocols "
+                                   "were recorded, which ran the default", default="default")
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,7 @@ class Table:
 
 TRIALS = Table("trials", TrialRow, ("sweep", "trial_id"))
 EPOCHS = Table("epochs", EpochRow, ("sweep", "trial_id", "epoch"))
-EVALS = Table("evals", EvalRow, ("sweep", "trial_id", "attack", "split"))
+EVALS = Table("evals", EvalRow, ("sweep", "trial_id", "attack", "split", "protocol"))
 TABLES = {t.name: t for t in (TRIALS, EPOCHS, EVALS)}
 
 

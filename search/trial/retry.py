@@ -76,9 +76,10 @@ def environment_problem(error: BaseException | str | None) -> str | None:
 
 
 def _environment_problems() -> list[type]:
+    from trainer.dataset_files import DataCorruptError
     from trainer.datasets import DataUnavailableError
 
-    return [GpuUnusableError, DataUnavailableError, EnvironmentProblem]
+    return [GpuUnusableError, DataUnavailableError, DataCorruptError, EnvironmentProblem]
 
 
 def trial_error(trial) -> BaseException | str | None:

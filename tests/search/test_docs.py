@@ -12,7 +12,8 @@ from search.trial import retry
 from trainer.status import NOT_COUNTED, Status
 
 ROOT = Path(__file__).parents[2]
-PROSE = [ROOT / "README.md", ROOT / "docs" / "ARCHITECTURE.md", ROOT / "docs" / "CLUSTER.md"]
+PROSE = [ROOT / "README.md", ROOT / "docs" / "ARCHITECTURE.md", ROOT / "docs" / "CLUSTER.md",
+         ROOT / "docs" / "EVALUATION.md"]
 
 
 def test_docs_reliability_md_is_the_rendering_of_the_code():

@@ -58,3 +58,15 @@ def test_when_the_uniform_baseline_is_best_the_runner_up_is_compared_with_it(tmp
     text = summary(spec, str(tmp_path))
     assert "the best is the uniform baseline d2-2-2 c9-19-37 itself; the runner-up: d2-2-2 c15-30-23" in text
     assert "runner-up - uniform, val robust: -1.5 points +- 4.2" in text and "within noise, z = -0.4" in text
+
+
+def test_a_sweep_that_selects_on_the_test_split_says_so_and_the_noise_is_the_test_sizes(tmp_path):
+    spec = demo(name="d4", recipe={"select_on": "test", "val_size": None})
+    assert spec.recipe.val_size == 397  # all of the test split, the size actually used
+    uniform, reduced = baselines(spec.budget, space=spec.search_space())
+    with TrialStore(str(tmp_path), spec.name) as store:
+        store.write(trials=[_row(spec, "a", uniform, "finished", 0.60, 0.95, 36),
+                            _row(spec, "b", reduced, "finished", 0.70, 0.97, 40)])
+    text = summary(spec, str(tmp_path))
+    assert "selected on the TEST split" in text and "optimistic" in text
+    assert "397 images each" in text and "seed-to-seed spread is not in it" in text

@@ -35,7 +35,14 @@ def test_number(text, value):
     assert number(text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["eight", "1/0", "", "8/"])
+@pytest.mark.parametrize("text, value", [("0.8/255", 0.8 / 255), ("8/255", 8 / 255),
+                                         ("4/1275", 4 / 1275), ("2e-4", 2e-4), ("0.5", 0.5),
+                                         (" 1.5 / 3 ", 0.5), ("1e-3/2", 5e-4)])
+def test_number_takes_fractions_with_decimals(text, value):
+    assert number(text) == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize("text", ["eight", "1/0", "", "8/", "1/2/3", "inf", "nan/2"])
 def test_number_rejects(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
         number(text)

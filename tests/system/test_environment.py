@@ -14,7 +14,6 @@ import sys
 
 import pytest
 
-from trainer.datasets import dataset_spec
 from trainer.status import Status
 
 from tests.harness import ray_nodes
@@ -115,23 +114,3 @@ def test_a_gpu_cuda_cannot_use_stops_the_sweep_and_after_the_fix_the_same_comman
     assert set(trials["status"]) <= {"finished", "catastrophic_overfit"}
     assert failed["trial_id"].iloc[0] in set(trials["trial_id"])  # the stopped trial, run now
     assert "2 trials: 2 finished" in out.stdout or "catastrophic" in out.stdout
-
-
-def test_data_a_trial_cannot_read_or_download_stops_the_sweep_without_using_up_trials(tmp_path):
-    """The driver's check sees CIFAR-10's files in --data-dir, but they are not the data (a
-    partial copy): the first trial's torchvision check fails, its download too, and the driver
-    stops the sweep there, as for a node without the data."""
-    data = tmp_path / "data"
-    for name in dataset_spec("cifar10").files:
-        (data / "cifar10" / name).parent.mkdir(parents=True, exist_ok=True)
-        (data / "cifar10" / name).write_bytes(b"not cifar")
-    cmd = sweep_command(tmp_path / "runs", "c", "--dataset", "cifar10", "--data-dir", str(data),
-                        "--trials", "2", "--epochs", "1")
-    out = subprocess.run(cmd, env=sweep_env(), capture_output=True, text=True, timeout=400)
-    line = one_error_line(out)
-    assert "could not run: cifar10 is not in" in line and "no trial used up" in line
-    from search.db import load_trials
-
-    statuses = list(load_trials(tmp_path / "runs", "c")["status"])
-    assert Status.ENV_FAILED in statuses  # the first to meet it (the other too, if it did at once)
-    assert set(statuses) <= {Status.ENV_FAILED, Status.RUNNING}  # else stopped mid-way, resumable

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from search.db import load_evals, load_trials
 
@@ -37,6 +38,8 @@ def test_sweep_extend_and_refuse_changes(tmp_path, ray_address):
     assert evals.loc["pgd20", "accuracy"] <= evals.loc["clean", "accuracy"]
     assert (evals["n_examples"] == 397).all() and (evals["split"] == "test").all()
     assert (evals["attack_seconds"] > 0).all() and (evals["eps"] == 0.2).all()  # each attack's own
+    assert (evals["protocol"] == "default").all() and evals.loc["pgd20", "steps"] == 20
+    assert evals.loc["pgd20", "step_size"] == 0.05 and evals.loc["clean", "steps"] == 0
     assert f"[{evaluated}] pgd20: " in first.stdout  # progress as each attack finishes
     assert "best:" in first.stdout and "next: python -m search.query" in first.stdout
     # the two baselines (uniform and reduced last stage) ran first
@@ -70,6 +73,15 @@ def test_sweep_extend_and_refuse_changes(tmp_path, ray_address):
     assert not after.duplicated(["trial_id", "attack", "split"]).any()
     kept = after.merge(evals.reset_index(), on=["trial_id", "attack"])
     assert (kept["recorded_at_x"] == kept["recorded_at_y"]).all()  # not evaluated twice
+
+    seeds = run(sweep_command(tmp_path, "s1", "--trials", "5", "--epochs", "2",
+                              "--address", ray_address, "--final-eval", "1",
+                              "--final-attacks", "clean,pgd20", "--final-protocol", "robustwrn"))
+    assert seeds.returncode == 0 and "(robustwrn protocol)" in seeds.stdout, seeds.stderr[-3000:]
+    both = load_evals(tmp_path, "s1")
+    theirs = both[both["protocol"] == "robustwrn"].set_index("attack")
+    assert len(theirs) == 2 and theirs.loc["pgd20", "step_size"] == pytest.approx(0.02)  # eps / 10
+    assert len(both[both["protocol"] == "default"]) == len(after)  # the default's rows kept
 
 
 def test_resume_after_sigkill_of_the_driver(tmp_path, ray_address):

@@ -18,7 +18,7 @@ def test_evaluate_a_checkpoint_directory(tmp_path):
 
 def test_autoattack_is_at_least_as_strong_as_pgd(robust_fit):
     # A few dozen images and a small Square budget keep this at seconds on 2 cores.
-    small_aa = AutoAttack(apgd_iters=20, targets=3, square_queries=100)
+    small_aa = AutoAttack(apgd_iters=20, targets=3, fab_iters=20, fab_targets=3, square_queries=100)
     acc = evaluate(robust_fit.model, "digits", attacks=("clean", "pgd20", small_aa), n=40)
     assert acc["autoattack"] <= acc["pgd20"] <= acc["clean"]
     assert acc["clean"] > 0.7
@@ -54,14 +54,25 @@ def test_a_checkpoint_is_attacked_at_the_eps_it_was_trained_at(tmp_path):
 
 def test_autoattack_reports_its_components_as_it_goes(robust_fit):
     seen = []
-    small_aa = AutoAttack(apgd_iters=5, targets=2, square_queries=20)
+    small_aa = AutoAttack(apgd_iters=5, targets=2, fab_iters=5, fab_targets=2, square_queries=20)
     acc = evaluate(robust_fit.model, "digits", attacks=("clean", small_aa), n=30, progress=seen.append)
     assert [d.attack for d in seen] == ["clean", "autoattack/apgd-ce", "autoattack/apgd-t",
-                                        "autoattack/square", "autoattack"]
-    assert [d.final for d in seen] == [True, False, False, False, True]
+                                        "autoattack/fab-t", "autoattack/square", "autoattack"]
+    assert [d.final for d in seen] == [True, False, False, False, False, True]
     accuracies = [d.accuracy for d in seen]
     assert accuracies == sorted(accuracies, reverse=True) and acc["autoattack"] == accuracies[-1]
-    assert seen[-1].seconds >= sum(d.seconds for d in seen[1:4]) and seen[1].eta_seconds > 0
+    assert seen[-1].seconds >= sum(d.seconds for d in seen[1:5]) and seen[1].eta_seconds > 0
+    assert seen[0].steps == 0 and seen[-1].steps is None and seen[-1].protocol == "default"
+
+
+def test_the_seeds_autoattack_is_its_own_number_not_the_worst_case_with_pgd(robust_fit):
+    small_aa = AutoAttack(apgd_iters=5, targets=2, fab_iters=5, fab_targets=2, square_queries=20)
+    attacks = ("clean", "pgd20", small_aa)
+    cascaded = evaluate(robust_fit.model, "digits", attacks=attacks, n=60)
+    alone = evaluate(robust_fit.model, "digits", attacks=("clean", small_aa), n=60)
+    seed = evaluate(robust_fit.model, "digits", attacks=attacks, n=60, protocol="robustwrn")
+    assert cascaded["autoattack"] <= cascaded["pgd20"]  # ours: the worst case of all
+    assert seed["autoattack"] == alone["autoattack"]  # the seed's: AutoAttack on its own
 
 
 def test_an_evaluation_gives_the_same_numbers_again_and_at_1_or_2_threads(robust_fit):

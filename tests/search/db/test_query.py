@@ -22,7 +22,7 @@ ROBUST = [0.52, 0.515, 0.47, 0.45, 0.44, None]
 STATUS = ["finished", "finished", "finished", "finished", "stopped_early", "failed"]
 
 
-def make_sweep(root, sweep="s1", budget=40_000_000, dataset="cifar10"):
+def make_sweep(root, sweep="s1", budget=40_000_000, dataset="cifar10", selected_on="val"):
     rows, epochs = [], []
     for i, ((depths, channels), robust, status) in enumerate(zip(ARCHS, ROBUST, STATUS)):
         cfg = WRNConfig(depths=depths, channels=channels)
@@ -31,6 +31,7 @@ def make_sweep(root, sweep="s1", budget=40_000_000, dataset="cifar10"):
             sweep=sweep, trial_id=f"{sweep}_t{i}", status=status, space="wrn3", **cfg.to_dict(),
             params=param_count(cfg), macs=macs(cfg), budget=budget, dataset=dataset, method="pgd_at",
             epochs_planned=10, eps=8 / 255, seed=i, recipe_json="{}", val_size=1000, epochs_done=done,
+            selected_on=selected_on,
             best_val_robust_acc=robust, best_val_robust_epoch=None if robust is None else done,
             best_val_clean_acc=None if robust is None else robust + 0.3, started_at=T0, updated_at=T0,
             error="CUDA out of memory" if status == "failed" else None))
@@ -81,6 +82,7 @@ def test_best_and_its_fidelity_filter(root, capsys):
     assert code == 0
     assert "d5-5-5 c320-640-512" in out and "52.00% +- 1.58 (n=1000)" in out
     assert "s1_t4" not in out  # stopped early: not comparable
+    assert "seed-to-seed spread is not in it" in out and "TEST split" not in out
     code, out, _ = cli(capsys, "best", "--storage", str(root), "--all-fidelities", "--runners-up", "10")
     assert "s1_t4" in out and "cifar100 / pgd_at / budget 10.00M" in out
 
@@ -195,3 +197,9 @@ def test_python_m_search_query_runs_the_cli(root):
     out = subprocess.run([sys.executable, "-m", "search.query", "sweeps", "--storage", str(root)],
                          capture_output=True, text=True, cwd=Path(__file__).parents[3])
     assert out.returncode == 0 and out.stdout.splitlines()[1].split()[:2] == ["s1", "cifar10"]
+
+
+def test_best_says_when_the_trials_were_selected_on_the_test_split(tmp_path, capsys):
+    make_sweep(tmp_path, sweep="ref", selected_on="test")
+    code, out, _ = cli(capsys, "best", "--storage", str(tmp_path), "--sweep", "ref")
+    assert code == 0 and "selected on the TEST split" in out and "optimistic" in out
