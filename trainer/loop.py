@@ -222,7 +222,7 @@ class Run:
         with self.autocast():
             clean = accuracy(model, val, Attack("clean"), eps=r.eps, step_size=r.step_size)
             robust = accuracy(model, val.head(r.val_size), Attack("pgd", r.val_attack_steps),
-                              eps=r.eps, step_size=r.step_size, seed=r.seed)
+                              eps=r.eps, step_size=r.val_step_size, seed=r.seed)
         return clean, robust
 
     def state(self) -> dict[str, Any]:
@@ -248,7 +248,9 @@ class Run:
 
     def restore(self, state: dict[str, Any]) -> None:
         expected = {"arch": self.arch.to_dict(), "recipe": self.recipe.to_dict(), "dataset": self.spec.name}
-        wrong = [f"{k} {state[k]!r}, not {v!r}" for k, v in expected.items() if state[k] != v]
+        # a checkpoint written before a recipe field existed holds that field's default
+        saved = {**state, "recipe": Recipe.from_dict(state["recipe"]).for_dataset(self.spec).to_dict()}
+        wrong = [f"{k} {saved[k]!r}, not {v!r}" for k, v in expected.items() if saved[k] != v]
         if wrong:
             raise ValueError(f"the checkpoint directory holds a different run ({'; '.join(wrong)}); resume "
                              "with the same arch, recipe and dataset, or use an empty directory")

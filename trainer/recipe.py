@@ -46,6 +46,10 @@ class Recipe:
     steps: int = option(10, help="PGD iterations per training batch")
     beta: float = option(6.0, help="TRADES / MART robustness weight (unused by pgd_at)")
     val_attack_steps: int = option(10, help="PGD iterations of the per-epoch validation attack")
+    val_step_size: float | None = option(None, help="its step in [0, 1] pixel units; none = the "
+                                                     "training step, or eps/4 when training is "
+                                                     "single-step (whose step of eps or more "
+                                                     "would make PGD a weak attack)")
     val_size: int | None = option(None, help="validation images attacked each epoch, the "
                                               "split's first N; none = all of it")
     ema_decay: float | None = option(None, help="weight EMA decay per SGD step, e.g. 0.999; "
@@ -90,7 +94,7 @@ class Recipe:
              f"weight_decay must be >= 0, got {self.weight_decay!r}")
         need(self.grad_clip is None or (_finite(self.grad_clip) and self.grad_clip > 0),
              f"grad_clip must be positive or None, got {self.grad_clip!r}")
-        for name in ("eps", "step_size"):
+        for name in ("eps", "step_size", "val_step_size"):
             value = getattr(self, name)
             need(value is None or (_finite(value) and 0 < value <= 1),
                  f"{name} must be in (0, 1] (pixel units; 8/255 = {8 / 255:.4f}) or None, got {value!r}")
@@ -103,13 +107,15 @@ class Recipe:
              f"seed must be an integer, got {self.seed!r}")
 
     def for_dataset(self, spec: DatasetSpec) -> Recipe:
-        """This recipe with eps, step size and the validation images attacked filled in from the
+        """This recipe with eps, step sizes and the validation images attacked filled in from the
         dataset where left as None (``val_size``: all of the selection split, at most that), so
         that a saved recipe says what a run really did."""
         selection = self.selection_images(spec)
+        eps = spec.eps if self.eps is None else self.eps
+        step = spec.step_size if self.step_size is None else self.step_size
+        val_step = self.val_step_size or (step if self.steps > 1 else eps / 4)
         return dataclasses.replace(
-            self, eps=spec.eps if self.eps is None else self.eps,
-            step_size=spec.step_size if self.step_size is None else self.step_size,
+            self, eps=eps, step_size=step, val_step_size=val_step,
             val_size=selection if self.val_size is None else min(self.val_size, selection))
 
     def selection_images(self, spec: DatasetSpec) -> int:

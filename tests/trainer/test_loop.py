@@ -1,3 +1,4 @@
+import dataclasses
 import shutil
 
 import pytest
@@ -200,3 +201,20 @@ def test_a_training_subset_is_what_an_epoch_trains_on():
         fit(SMALL, Recipe(method="standard", epochs=1, train_subset=100, val_size=20), "digits")
     result = fit(SMALL, recipe, "digits")
     assert result.status == Status.FINISHED and result.final.images_per_s > 0
+
+
+def test_a_checkpoint_from_before_a_recipe_field_existed_resumes(tmp_path):
+    """Recipe fields added later (val_step_size, select_on, train_subset) are missing from older
+    checkpoints; they held what the field's default now says, so the run resumes."""
+    from trainer import checkpoint
+
+    recipe = Recipe(method="standard", epochs=2, val_size=20)
+    fit(TINY, dataclasses.replace(recipe, epochs=2), "digits", checkpoint_dir=tmp_path)
+    path = tmp_path / checkpoint.CHECKPOINT_FILE
+    state = checkpoint.load(path)
+    for name in ("val_step_size", "select_on", "train_subset"):
+        del state["recipe"][name]
+    state["epoch"], state["history"], state["status"] = 1, state["history"][:1], "running"
+    checkpoint.save_atomic(state, path)
+    resumed = fit(TINY, recipe, "digits", checkpoint_dir=tmp_path)
+    assert resumed.status == Status.FINISHED and resumed.epochs_done == 2

@@ -38,3 +38,17 @@ def test_flat_round_trip_including_parquet_values():
 def test_bad_values_are_rejected_with_the_field_named(kw, message):
     with pytest.raises(ValueError, match=message):
         Recipe(**kw)
+
+
+def test_the_validation_attack_steps_like_training_unless_training_is_single_step():
+    from trainer.datasets import dataset_spec
+
+    cifar = dataset_spec("cifar10")
+    assert Recipe().for_dataset(cifar).val_step_size == pytest.approx(2 / 255)
+    # FGSM-style training steps eps or more: a PGD at that step would be a weak validation attack
+    fgsm = Recipe(method="pgd_at", steps=1, step_size=10 / 255).for_dataset(cifar)
+    assert fgsm.val_step_size == pytest.approx(2 / 255) and fgsm.step_size == pytest.approx(10 / 255)
+    assert Recipe(val_step_size=1 / 255).for_dataset(cifar).val_step_size == pytest.approx(1 / 255)
+    assert Recipe().for_dataset(cifar).val_size == 5000  # the whole validation split
+    assert Recipe(val_size=9999).for_dataset(cifar).val_size == 5000
+    assert Recipe(select_on="test").for_dataset(cifar).val_size == 10_000
