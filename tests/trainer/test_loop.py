@@ -146,7 +146,7 @@ def test_healthy_runs_of_every_method_keep_far_from_the_collapse_rule(method):
         assert result.status == Status.FINISHED
         robust = [h.val_robust_acc for h in result.history]
         train = [h.train_adv_acc for h in result.history]
-        assert max(robust) > 0.2  # it learned: a peak clearly above chance, which the rule judges
+        assert max(robust) > 0.15  # it learned: a peak above chance by 2 s.e., which the rule judges
         assert not any(catastrophic_overfit(robust[:k], train[:k], n=200, num_classes=10, drop=0.3,
                                             z=1.5, epochs=1) for k in range(2, 7))
 
