@@ -82,9 +82,12 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
     except (UsageError, StoreError) as e:
         return _usage_error(e)
     except KeyboardInterrupt:
-        print(f"interrupted: sweep {spec.name} stopped, its state saved; run the same command "
+        from .cluster.connect import TERMINATED
+
+        how = "terminated (SIGTERM)" if TERMINATED.is_set() else "interrupted"
+        print(f"{how}: sweep {spec.name} stopped, its state saved; run the same command "
               "again to resume it", file=sys.stderr)
-        return 130
+        return 143 if TERMINATED.is_set() else 130
     print(summary(spec, args.storage))
     return 0
 

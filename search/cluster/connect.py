@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +30,16 @@ def quiet_libraries() -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+TERMINATED = threading.Event()  # set when the session's driver was sent SIGTERM
+
+
+def _stop_as_on_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler's time limit, ``kill``, spot reclamation) stops the sweep as Ctrl-C
+    does: as a SIGINT, which Tune catches to save its state and stop its trials."""
+    TERMINATED.set()
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 @contextmanager
 def ray_session(target: Target, **init_kwargs: Any) -> Iterator[Place]:
     """``connect(target)`` for the block, then ``ray.shutdown()``. An embedded Ray is this
@@ -35,9 +47,12 @@ def ray_session(target: Target, **init_kwargs: Any) -> Iterator[Place]:
     it started is gone (``ray.shutdown()`` stops its GCS and raylet, and leaves the raylet's
     agents and workers to notice on their own, seconds or minutes later). A cluster's processes
     are the cluster's: only this command's connection ends. Tune's and Optuna's chatter is
-    quieted first (quiet_libraries)."""
+    quieted first (quiet_libraries). SIGTERM is taken as Ctrl-C for the block (TERMINATED
+    says it came): set after ``ray.init``, whose own handler would dump a native stack and
+    exit."""
     quiet_libraries()
     place = connect(target, **init_kwargs)
+    on_term = signal.signal(signal.SIGTERM, _stop_as_on_ctrl_c)
     try:
         yield place
     finally:
@@ -46,6 +61,7 @@ def ray_session(target: Target, **init_kwargs: Any) -> Iterator[Place]:
         started = descendants() if target.embedded else {}
         ray.shutdown()
         stop_processes(started)
+        signal.signal(signal.SIGTERM, on_term)
 
 
 def connect(target: Target, **init_kwargs: Any) -> Place:

@@ -70,10 +70,15 @@ def test_no_process_outlives_a_refusal_after_ray_started(tmp_path, ray_temp):
     assert gone_within(marker) == []
 
 
-def test_ctrl_c_stops_the_sweep_resumably_and_leaves_no_process(tmp_path, ray_temp):
-    """Ctrl-C in a terminal: SIGINT to the command's process group. Tune saves its state and
-    returns as if it were done; the sweep must stop there (exit 130), not mark the running
-    trials lost and start new ones, and the same command resumes them."""
+@pytest.mark.parametrize("stop, code, says", [
+    (lambda pid: os.killpg(pid, signal.SIGINT), 130, "interrupted"),  # Ctrl-C in a terminal
+    (lambda pid: os.kill(pid, signal.SIGTERM), 143, "terminated (SIGTERM)"),  # kill, a time limit
+], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_sweep_resumably_and_leaves_no_process(tmp_path, ray_temp, stop, code, says):
+    """Ctrl-C (SIGINT to the command's process group) or SIGTERM to the driver: Tune saves its
+    state and returns as if it were done; the sweep must stop there (exit 130 or 143, one line,
+    no native stack dump of Ray's), not mark the running trials lost and start new ones, and
+    the same command resumes them."""
     cmd, env, marker = embedded(tmp_path, ray_temp, "int", "--trials", "2", "--epochs", "8",
                                 "--scheduler", "none")
     log = tmp_path / "driver.out"
@@ -88,9 +93,11 @@ def test_ctrl_c_stops_the_sweep_resumably_and_leaves_no_process(tmp_path, ray_te
 
     rows = wait_for(both_past_epoch_2)
     assert rows is not None, log.read_text()[-3000:]
-    os.killpg(driver.pid, signal.SIGINT)
-    assert driver.wait(timeout=120) == 130, log.read_text()[-3000:]
-    assert log.read_text().strip().splitlines()[-1].startswith("interrupted: sweep int stopped")
+    stop(driver.pid)
+    assert driver.wait(timeout=120) == code, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.strip().splitlines()[-1].startswith(f"{says}: sweep int stopped"), text[-3000:]
+    assert "SIGTERM received" not in text and "PC: @" not in text
     assert gone_within(marker) == []
 
     resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
