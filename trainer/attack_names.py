@@ -17,6 +17,11 @@ class Attack:
     steps: int = 0  # iterations for pgd and cw
 
     @property
+    def iterations(self) -> int:
+        """Gradient steps it takes: 0 for clean, 1 for FGSM, ``steps`` for PGD and CW."""
+        return {"clean": 0, "fgsm": 1}.get(self.kind, self.steps)
+
+    @property
     def name(self) -> str:
         return f"{self.kind}{self.steps}" if self.kind in ("pgd", "cw") else self.kind
 

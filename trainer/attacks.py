@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attack_names import Attack
-from .protocols import PROTOCOLS, Protocol
+from .protocols import DEFAULT, Protocol
 
 AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> sum to ascend
 
@@ -104,7 +104,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> t
 
 def perturb(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             step_size: float, generator: torch.Generator | None = None,
-            protocol: Protocol = PROTOCOLS["default"]) -> torch.Tensor:
+            protocol: Protocol = DEFAULT) -> torch.Tensor:
     """``x`` under the per-batch ``attack``, run as ``protocol`` says (AutoAttack runs through
     trainer.evaluate())."""
     if attack.kind == "clean":

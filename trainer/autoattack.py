@@ -41,6 +41,7 @@ within eps, which the reference does not look at; a point leaves FAB-T's batch o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -108,7 +109,9 @@ class AutoAttack:
         raise ValueError(f"unknown AutoAttack component {name!r}; one of {', '.join(COMPONENTS)}")
 
 
-def _each_target(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_targets, attack) -> torch.Tensor:
+def _each_target(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 n_targets: Callable[[int], int],
+                 attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """A targeted component: ``attack(idx, target)`` against the 2nd, 3rd, ... most likely
     class (``n_targets(classes)`` of them), each run only on the points still unbroken."""
     alive = torch.ones(len(y), dtype=torch.bool, device=y.device)

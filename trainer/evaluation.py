@@ -22,9 +22,8 @@ from .attacks import perturb
 from .autoattack import COMPONENTS, AutoAttack
 from .data import Split, eval_batches, load_splits
 from .datasets import DEFAULT_DATA_DIR, DatasetSpec, dataset_spec
-from .protocols import PROTOCOLS, Protocol, protocol as named_protocol
+from .protocols import DEFAULT, Protocol, protocol as named_protocol
 
-DEFAULT = PROTOCOLS["default"]
 EVAL_BATCH = DEFAULT.batch_size  # images per attack batch
 
 
@@ -226,11 +225,8 @@ def _iterations(attack: Attack | None, budget: EvalBudget) -> tuple[int | None, 
     own steps."""
     if attack is None:
         return None, None
-    if attack.kind == "clean":
-        return 0, None
-    if attack.kind == "fgsm":
-        return 1, budget.eps
-    return attack.steps, budget.step_size
+    step = {"clean": None, "fgsm": budget.eps}.get(attack.kind, budget.step_size)
+    return attack.iterations, step
 
 
 def _chunks(data: Split, which: torch.Tensor, batch_size: int):
@@ -251,7 +247,7 @@ class _Clock:
     def passes(self, attack: Attack | AutoAttack, component: str | None) -> float:
         if isinstance(attack, AutoAttack):
             return attack.passes(component, self.classes)
-        return 1 / 3 + {"clean": 0, "fgsm": 1}.get(attack.kind, attack.steps)
+        return 1 / 3 + attack.iterations
 
     def done(self, attack: Attack | AutoAttack, component: str | None, points: int) -> None:
         self.work += points * self.passes(attack, component)

@@ -165,7 +165,7 @@ class Run:
         t2 = synced_time(self.device)
         self.epoch += 1
         if self.status == Status.RUNNING:
-            self.status = self.judge(val_robust, adv_acc, len(val.head(self.recipe.val_size)))
+            self.status = self.judge(val_robust, adv_acc)
         epoch_report = EpochReport(
             epoch=self.epoch, train_loss=loss, train_clean_acc=clean_acc, train_adv_acc=adv_acc,
             val_clean_acc=val_clean, val_robust_acc=val_robust, lr=lr, train_seconds=t1 - t0,
@@ -176,12 +176,12 @@ class Run:
             self.save(ckpt_dir)
         return epoch_report
 
-    def judge(self, val_robust: float, train_adv_acc: float, attacked: int) -> Status:
-        past, r = self.history, self.recipe
+    def judge(self, val_robust: float, train_adv_acc: float) -> Status:
+        past, r = self.history, self.recipe  # r.val_size: the images validate() attacked
         if r.trains_on_attack and catastrophic_overfit(
                 [h.val_robust_acc for h in past] + [val_robust],
                 [h.train_adv_acc for h in past] + [train_adv_acc],
-                n=attacked, num_classes=self.spec.data.num_classes, drop=r.collapse_drop):
+                n=r.val_size, num_classes=self.spec.data.num_classes, drop=r.collapse_drop):
             return Status.CATASTROPHIC_OVERFIT
         return Status.FINISHED if self.epoch == self.recipe.epochs else Status.RUNNING
 

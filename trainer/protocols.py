@@ -41,6 +41,9 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
 )}
 
 
+DEFAULT = PROTOCOLS["default"]
+
+
 def protocol(name: str) -> Protocol:
     try:
         return PROTOCOLS[name]

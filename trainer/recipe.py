@@ -141,7 +141,7 @@ class Recipe:
         columns describe it). Robust methods by validation robust accuracy, then clean; the
         non-robust ``standard`` by clean accuracy, then robust (its PGD accuracy is ~0 noise,
         which would select a half-trained early epoch). See ``trainer.report.best_epoch``."""
-        if self.method == "standard":
+        if not self.trains_on_attack:
             return ("val_clean_acc", "val_robust_acc")
         return ("val_robust_acc", "val_clean_acc")
 

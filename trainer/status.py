@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -64,6 +65,17 @@ def diverged(loss: float, train_acc: float, num_classes: int) -> bool:
     return loss > BLOWUP * math.log(num_classes) and train_acc <= CHANCE / num_classes
 
 
+def standard_error(acc: Any, n: Any) -> Any:
+    """Binomial standard error sqrt(p (1 - p) / n) of an accuracy measured on n examples
+    (numbers or arrays; NaN where n is unknown)."""
+    import numpy as np
+
+    acc = np.asarray(acc, dtype=float)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(acc * (1 - acc) / n)
+
+
 COLLAPSE_Z = 3.0  # binomial standard errors: how far above chance a peak, and how deep a fall
 COLLAPSE_EPOCHS = 2  # epochs in a row the fall must hold: a one-epoch dip is a transient
 
@@ -91,13 +103,11 @@ def catastrophic_overfit(val_robust_acc: Sequence[float], train_adv_acc: Sequenc
     best = max(range(len(earlier)), key=earlier.__getitem__)
     peak, chance = earlier[best], 1 / num_classes
 
-    def se(p: float) -> float:
-        return math.sqrt(max(p * (1 - p), 0.0) / n)
-
     def fell(now: float) -> bool:
-        return now < (1 - drop) * peak and peak - now > z * math.hypot(se(peak), se(now))
+        return now < (1 - drop) * peak and peak - now > z * math.hypot(standard_error(peak, n),
+                                                                       standard_error(now, n))
 
     window = range(len(val_robust_acc) - epochs, len(val_robust_acc))
-    return (peak - chance > z * se(chance)
-            and all(fell(val_robust_acc[k]) and train_adv_acc[k] > train_adv_acc[best]
-                    for k in window))
+    return bool(peak - chance > z * standard_error(chance, n)
+                and all(fell(val_robust_acc[k]) and train_adv_acc[k] > train_adv_acc[best]
+                        for k in window))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from space_defs import WRNConfig
-from trainer.status import Status
+from trainer.status import Status, standard_error
 
 from .pareto import numeric_column
 
@@ -73,14 +73,6 @@ def most_robust(df: pd.DataFrame) -> pd.DataFrame:
     scored = df[df["best_val_robust_acc"].notna().to_numpy(dtype=bool)]
     return scored.sort_values(["best_val_robust_acc", "best_val_clean_acc", "params", "trial_id"],
                               ascending=[False, False, True, True], na_position="last", kind="stable")
-
-
-def standard_error(acc: Any, n: Any) -> Any:
-    """Binomial standard error sqrt(p (1 - p) / n) of an accuracy measured on n examples."""
-    acc = np.asarray(acc, dtype=float)
-    n = np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(acc * (1 - acc) / n)
 
 
 @dataclass(frozen=True)

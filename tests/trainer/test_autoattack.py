@@ -25,12 +25,17 @@ class Recorder(nn.Module):
         return out
 
 
+def _points_and_their_second_class(model, digits, n=24):
+    """The first n test points, their labels and the class the model ranks second for each."""
+    x, y = digits.test.x[:n], digits.test.y[:n]
+    with torch.no_grad():
+        return x, y, model(x).argsort(1, descending=True)[:, 1]
+
+
 @pytest.mark.parametrize("targeted", [False, True])
 def test_apgd_counts_a_point_broken_if_any_iterate_misclassified_it(robust_fit, digits, targeted):
     model = robust_fit.model.eval()
-    x, y = digits.test.x[:24], digits.test.y[:24]
-    with torch.no_grad():
-        second = model(x).argsort(1, descending=True)[:, 1]
+    x, y, second = _points_and_their_second_class(model, digits)
     outcomes = []
     for i in range(len(y)):
         recorder = Recorder(model, int(y[i]))
@@ -93,9 +98,7 @@ def fab_one(model, x, y, target, eps, iters=20):
 
 def test_fab_breaks_a_point_exactly_when_a_forward_within_eps_misclassified_it(robust_fit, digits):
     model = robust_fit.model.eval()
-    x, y = digits.test.x[:24], digits.test.y[:24]
-    with torch.no_grad():
-        second = model(x).argsort(1, descending=True)[:, 1]
+    x, y, second = _points_and_their_second_class(model, digits)
     outcomes = []
     for i in range(len(y)):
         seen = WithinEps(model, x[i:i + 1], int(y[i]))

@@ -163,7 +163,7 @@ def test_the_collapse_rule_is_not_applied_to_standard_training():
                                    eval_seconds=1, images_per_s=1, epoch_seconds=2, status=Status.RUNNING)
                        for e, (robust, acc) in enumerate([(0.4, 0.4), (0.5, 0.5), (0.05, 0.8)])]
         run.epoch = 3
-        assert run.judge(0.02, 0.9, attacked=200) == expected
+        assert run.judge(0.02, 0.9) == expected
 
 
 def test_healthy_runs_never_trip_the_divergence_rule(standard_fit, robust_fit):
