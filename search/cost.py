@@ -18,13 +18,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from space_defs import WRNConfig, baselines
+from space_defs import WRNConfig
 from space_defs.budget import format_sci
 from space_defs.cli import UsageError
 from trainer.compute import TrialFlops, peak_bf16_flops, trial_flops
 
 from .cluster.place import Place
 from .spec import SweepSpec
+from .sweep.confirm import most_confirmation_runs
 
 DAY_H = 24.0
 CPU_FLOOR = 1e9  # FLOP/s per CPU no current CPU falls below on convolutions (10-100x slower than they run)
@@ -43,6 +44,7 @@ class SweepCost:
     rate: float | None  # FLOP/s one trial gets; None: unknown
     rate_source: str  # how the rate is known, for the user
     bound: str = ""  # "at least" (a peak), "at most" (a floor), "" (measured)
+    confirm_runs: int = 0  # of ``trials``: --confirm's runs, at most (search.sweep.confirm)
 
     @property
     def hours_per_trial(self) -> float | None:
@@ -59,12 +61,16 @@ class SweepCost:
         h = self.hours_per_trial
         return None if h is None or not self.gpus_per_trial else h * self.trials * self.gpus_per_trial
 
+    def _confirmed(self) -> str:
+        return (f" ({self.trials - self.confirm_runs} searched, at most {self.confirm_runs} "
+                "confirmation runs)") if self.confirm_runs else ""
+
     def describe(self) -> str:
         f = self.flops
         lines = [f"cost: {format_sci(f.total)} FLOPs per trial trained to the end ({self.arch.name}, the "
                  f"uniform baseline: {f.epochs} epochs x ({f.train_images:,} training images x "
                  f"{format_sci(f.train_per_epoch / f.train_images)} FLOPs + {format_sci(f.validation_per_epoch)} "
-                 f"validation)); {format_sci(self.trials * f.total)} for {self.trials} trials"]
+                 f"validation)); {format_sci(self.trials * f.total)} for {self.trials} trials{self._confirmed()}"]
         if self.rate is None:
             lines.append(f"time: unknown ({self.rate_source})")
         else:
@@ -78,21 +84,16 @@ class SweepCost:
         return "\n".join(lines)
 
 
-def baseline_arch(spec: SweepSpec) -> WRNConfig:
-    """The first trial of every sweep: the uniform WRN shape at the budget."""
-    return baselines(spec.budget, space=spec.search_space(), max_macs=spec.max_macs,
-                     tolerance=spec.tolerance)[0]
-
-
 def estimate(spec: SweepSpec, place: Place, *, at_once: int) -> SweepCost:
     """The sweep's cost on ``place`` (measuring CPU throughput there when it matters); its GPUs
     per trial resolved by the driver."""
     gpus_per_trial = spec.gpus_per_trial
     if gpus_per_trial is None:
         raise ValueError("GPUs per trial are resolved before the cost (search.cluster.place.gpus_per_trial)")
-    arch = baseline_arch(spec)
-    cost = SweepCost(arch, trial_flops(arch, spec.recipe, spec.dataset), spec.trials, at_once,
-                     gpus_per_trial, None, "")
+    arch = spec.uniform_baseline()
+    confirm_runs = most_confirmation_runs(spec)
+    cost = SweepCost(arch, trial_flops(arch, spec.recipe, spec.dataset), spec.trials + confirm_runs,
+                     at_once, gpus_per_trial, None, "", confirm_runs=confirm_runs)
     if gpus_per_trial > 0:
         peaks = {m: peak_bf16_flops(m) for s in place.shapes if s.gpus and (m := s.gpu_model)}
         known = {m: p for m, p in peaks.items() if p}
@@ -117,7 +118,7 @@ def check(cost: SweepCost, place: Place, *, yes: bool) -> None:
         return
     where = "this machine has no GPU" if place.embedded else "this Ray cluster has no GPU"
     raise UsageError(
-        f"this sweep would take about {_duration(hours)} ({cost.trials} trials x "
+        f"this sweep would take about {_duration(hours)} ({cost.trials} trials{cost._confirmed()} x "
         f"{format_sci(cost.flops.total)} FLOPs at {format_sci(cost.rate)} FLOP/s each, {cost.rate_source}, "
         f"{cost.at_once} at a time) and {where}; add {CONFIRM_FLAG} to run it anyway, try --demo "
         "for a small real sweep, or run it on a GPU cluster (README: On a GPU cluster)")

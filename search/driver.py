@@ -24,19 +24,32 @@ def plan_segments(segments: list[Segment], recorded: int, trials: int) -> list[S
     return done if missing <= 0 else [*done, Segment(name=f"tune-{len(segments) + 1}", trials=missing)]
 
 
+def plan_confirmation(segments: list[Segment], runs: list) -> list[Segment]:
+    """The segments, plus one of the confirmation runs (TrialRun) still missing, if any."""
+    if not runs:
+        return segments
+    return [*segments, Segment(name=f"confirm-{len(segments) + 1}", trials=len(runs),
+                               runs=tuple(run.config() for run in runs))]
+
+
 def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=None,
                  say=print) -> None:
-    """Finish the last unfinished segment, then add one for the trials still missing. What
-    counts is the database: every trial it holds, whatever its status, is one of ``--trials``,
-    except those lost with a torn Tune snapshot, which new trials replace, and those that could
-    not run for their environment. A trial meeting an EnvironmentProblem stops the segment
+    """Finish the last unfinished segment, then add one for the trials still missing, then one
+    for the confirmation runs still missing (search.sweep.confirm). What counts is the database:
+    every search trial it holds, whatever its status, is one of ``--trials``, except those lost
+    with a torn Tune snapshot, which new trials replace, and those that could not run for their
+    environment. A trial meeting an EnvironmentProblem stops the segment
     unfinished (recorder.environment_stop): UsageError, and the next run resumes it."""
     from ray import tune
 
     from trainer.status import NOT_COUNTED
 
     from .db import list_sweeps, load_trials
+    from .db.schema import SEARCH
     from .recorder import EnvironmentStop, environment_problem, mark_lost
+    from .sweep.confirm import confirmation_runs
+    from .sweep.confirm import describe as describe_runs
+    from .trial.trainable import TrialRun
     from .sweep.tune_state import (remove_earlier_holders, set_aside_unreadable_state,
                                    take_over_experiment)
     from .tuner import build_tuner
@@ -51,17 +64,21 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
             restore = tune.Tuner.can_restore(sweep.uri_of(segment.path))
         if segment is None or not restore:
             mark_lost(spec.name, sweep.storage, live=set())  # no Tune state will resume them
-            recorded = 0
-            if spec.name in list_sweeps(sweep.storage):
-                recorded = int((~load_trials(sweep.storage, spec.name)["status"].isin(NOT_COUNTED)).sum())
+            trials = load_trials(sweep.storage, spec.name) if spec.name in list_sweeps(sweep.storage) \
+                else None
+            recorded = 0 if trials is None else int(
+                (~trials["status"].isin(NOT_COUNTED) & (trials["role"].fillna(SEARCH) == SEARCH)).sum())
             segments = plan_segments(segments, recorded, spec.trials)
+            if segments[-1].done and trials is not None:
+                segments = plan_confirmation(segments, confirmation_runs(spec, trials))
             if not segments[-1].done:
                 segments[-1] = dataclasses.replace(segments[-1], dir=sweep.tune_dir(segments[-1].name))
             sweep.save_segments(segments)
             if segments[-1].done:
                 return
             segment, restore = segments[-1], False
-            say(f"starting {segment.name}: {segment.trials} new trials")
+            say(f"starting {segment.name}: " + (describe_runs([TrialRun.of(r, spec) for r in segment.runs])
+                                                if segment.runs else f"{segment.trials} new trials"))
         else:
             say(f"resuming {segment.name}: {segment.trials} trials")
         extra = {} if trainable is None else {"trainable": trainable}

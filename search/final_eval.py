@@ -1,4 +1,5 @@
-"""After a sweep: the top-K configs, evaluated on the test split under strong attacks as Ray tasks.
+"""After a sweep: the top-K configs (with ``--confirm``, every seed of the confirmed ones too),
+evaluated on the test split under strong attacks as Ray tasks.
 
 Resumable: an (trial, attack) pair already in the evals table is not evaluated again.
 """
@@ -70,28 +71,48 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def final_eval_trials(spec: SweepSpec, trials):
+    """The trials to evaluate: the search's top ``final_eval`` by validation score, and with
+    ``--confirm`` every seed's run of every confirmed config."""
+    import pandas as pd
+
+    from trainer.status import Status
+
+    from .db import most_robust
+    from .db.ranking import arch_label
+    from .db.schema import CONFIRM, SEARCH
+
+    finished = trials[trials["status"] == Status.FINISHED]
+    finished = finished.assign(arch=arch_label(finished))
+    role = finished["role"].fillna(SEARCH)
+    top = most_robust(finished[role == SEARCH]).head(spec.final_eval)
+    if spec.final_eval and spec.confirm:
+        confirmed = finished[finished["arch"].isin(set(finished.loc[role == CONFIRM, "arch"]))]
+        top = pd.concat([top, most_robust(confirmed)]).drop_duplicates("trial_id")
+    return top
+
+
 def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
     import ray
 
     from trainer.attack_names import parse_attack
-    from trainer.status import Status
 
     from space_defs.cli import UsageError
 
     from .trial.retry import environment_problem
-    from .db import load_evals, load_trials, most_robust
+    from .db import load_evals, load_trials
     from .recorder import open_store
 
     names = [parse_attack(a).name for a in spec.final_attacks]
-    trials = load_trials(sweep.storage, spec.name)
-    top = most_robust(trials[trials["status"] == Status.FINISHED]).head(spec.final_eval)
+    top = final_eval_trials(spec, load_trials(sweep.storage, spec.name))
+    seeds = dict(zip(top["trial_id"], top["seed"].astype(int)))
     done = load_evals(sweep.storage, spec.name)
     if len(done):
         done = done[done["protocol"].fillna("default") == spec.final_protocol]
     done_keys = set(zip(done["trial_id"], done["attack"])) if len(done) else set()
     todo = [t for t in top["trial_id"] if not all((t, a) in done_keys for a in names)]
     if not todo:
-        say(f"final evaluation: top {len(top)} configs already evaluated")
+        say(f"final evaluation: all {len(top)} models already evaluated")
         return
     task = ray.remote(num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial,
                       num_returns="streaming")(evaluate_remote)
@@ -103,7 +124,7 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
             continue
         pending[task.remote(sweep.uri, path, spec.final_attacks, data_dir, spec.fake_gpus,
                             spec.final_protocol)] = trial_id
-    say(f"final evaluation of {len(pending)} configs on the test split: {', '.join(names)} "
+    say(f"final evaluation of {len(pending)} trained models on the test split: {', '.join(names)} "
         f"({spec.final_protocol} protocol)")
     store = open_store(sweep.storage, spec.name)  # every write checks the driver's lease
     results: dict[str, list[dict]] = {trial_id: [] for trial_id in pending.values()}
@@ -123,7 +144,8 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
             etas.pop(trial_id)
             out = [e for e in results.pop(trial_id) if e["final"]]
             total, now = sum(e["seconds"] for e in out), dt.datetime.now(dt.timezone.utc)
-            store.write(evals=[EvalRow(sweep=spec.name, trial_id=trial_id, attack=e["attack"],
+            store.write(evals=[EvalRow(sweep=spec.name, trial_id=trial_id, seed=seeds[trial_id],
+                                       attack=e["attack"],
                                        split="test", accuracy=e["accuracy"], n_examples=e["n_examples"],
                                        seconds=total, attack_seconds=e["seconds"], eps=e["eps"],
                                        steps=e["steps"], step_size=e["step_size"],

@@ -36,12 +36,12 @@ from trainer.report import METRICS as EPOCH_FIELDS
 from trainer.report import best_epoch
 from trainer.status import Status
 
-from .db.schema import EpochRow, TrialRow
+from .db.schema import SEARCH, EpochRow, TrialRow
 from .db.storage import join
 from .sweep.lease import writer_guard
 from .provenance import code_version, library_versions
 from .spec import SweepSpec
-from .trial.trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS
+from .trial.trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS, TrialRun
 
 
 def _now() -> dt.datetime:
@@ -52,10 +52,14 @@ def _now() -> dt.datetime:
 class _Trial:
     """What the driver has learned about one trial so far."""
 
-    arch: WRNConfig
+    run: TrialRun
     started_at: dt.datetime
     epochs: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> Tune result
     failure: str | None = None  # a failure the trial reported as its last result
+
+    @property
+    def arch(self) -> WRNConfig:
+        return self.run.arch
 
     @property
     def last(self) -> dict[str, Any] | None:
@@ -86,6 +90,7 @@ class SweepRecorder(tune.Callback):
     def _state(self) -> None:
         self._store = None
         self._trials: dict[str, _Trial] = {}
+        self._uniform: WRNConfig | None = None
         self._best: tuple[float, str] | None = None
         self._ended: dict[str, int] = {}
         self._earlier: dict[str, dict[str, Any]] | None = None
@@ -183,6 +188,8 @@ class SweepRecorder(tune.Callback):
         robust, clean = result["val_robust_acc"], result["val_clean_acc"]
         self._say(trial, f"epoch {epoch}/{self.spec.recipe.epochs}: val robust {robust:.1%}, "
                          f"clean {clean:.1%}, {result['epoch_seconds']:.1f} s")
+        if t.run.role != SEARCH:
+            return  # "best so far" is the search's
         if self._best is None:
             self._best = self._best_recorded()
         if self._best is None or robust > self._best[0]:
@@ -193,6 +200,7 @@ class SweepRecorder(tune.Callback):
         """The sweep's best val robust accuracy before this driver run (from the database), so
         "best so far" does not restart when the sweep is resumed or extended."""
         scored = [(r["val_robust_acc"], trial_id) for trial_id, rec in self._recorded().items()
+                  if rec.get("role") in (None, SEARCH)
                   for r in rec.get("epochs", {}).values() if r.get("val_robust_acc") is not None]
         return max(scored, default=None)
 
@@ -245,7 +253,7 @@ class SweepRecorder(tune.Callback):
         database already holds for it."""
         if trial.trial_id not in self._trials:
             earlier = self._recorded().get(trial.trial_id, {})
-            self._trials[trial.trial_id] = _Trial(WRNConfig.from_dict(trial.config),
+            self._trials[trial.trial_id] = _Trial(TrialRun.of(trial.config, self.spec),
                                                   earlier.get("started_at") or _now(),
                                                   earlier.get("epochs", {}))
         return self._trials[trial.trial_id]
@@ -261,6 +269,7 @@ class SweepRecorder(tune.Callback):
             for row in trials.itertuples():
                 self._earlier[row.trial_id] = {"started_at": row.started_at.to_pydatetime(),
                                                "status": row.status, "epochs": {},
+                                               "role": row.role if isinstance(row.role, str) else None,
                                                "epochs_done": int(row.epochs_done or 0)}
             for row in load_epochs(self.storage, self.spec.name).to_dict("records"):
                 record = self._earlier.setdefault(row["trial_id"], {"epochs": {}})
@@ -284,14 +293,17 @@ class SweepRecorder(tune.Callback):
 
     def trial_row(self, trial, status: str, error: str | None) -> TrialRow:
         spec, t = self.spec, self._track(trial)
-        recipe = spec.recipe
+        recipe = t.run.recipe(spec)
+        if self._uniform is None:
+            self._uniform = spec.uniform_baseline()
         last, best = t.last, t.best(recipe.selected_by)
         return TrialRow(
             sweep=spec.name, trial_id=trial.trial_id, status=status, space=spec.space,
             **t.arch.to_dict(), params=param_count(t.arch), macs=macs(t.arch), budget=spec.budget,
             dataset=spec.dataset, method=recipe.method, epochs_planned=recipe.epochs,
             eps=recipe.eps,
-            seed=recipe.seed, recipe_json=json.dumps(recipe.to_dict(), sort_keys=True),
+            seed=recipe.seed, role=t.run.role,
+            baseline="uniform" if t.arch == self._uniform else None, recipe_json=json.dumps(recipe.to_dict(), sort_keys=True),
             val_size=recipe.val_size, selected_on=recipe.select_on, epochs_done=len(t.epochs),
             best_val_robust_acc=best and best["val_robust_acc"],
             best_val_robust_epoch=best and _epoch_of(t, best),

@@ -94,29 +94,40 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
 
 def summary(spec: SweepSpec, storage: str) -> str:
     """What the sweep found and where to look next."""
-    from .db import full_fidelity, load_trials, most_robust
+    from .db import full_fidelity, load_evals, load_trials, most_robust
     from .db.ranking import arch_label
+    from .db.schema import CONFIRM, SEARCH
+    from .db.seeds import confirmation
     from .db.storage import join
 
     trials = load_trials(storage, spec.name)
     trials = trials.assign(arch=arch_label(trials))
-    counts = trials["status"].value_counts().to_dict()
-    lines = [f"sweep {spec.name}: {len(trials)} trials: "
-             + ", ".join(f"{n} {Status(s).replace('_', ' ')}" for s, n in sorted(counts.items()))]
-    ranked = most_robust(full_fidelity(trials))
+    role = trials["role"].fillna(SEARCH)
+    search, confirming = trials[role == SEARCH], trials[role == CONFIRM]
+    lines = [f"sweep {spec.name}: {len(search)} trials: {_counts(search)}"]
+    if len(confirming):
+        lines.append(f"  and {len(confirming)} confirmation runs: {_counts(confirming)}")
+    ranked = most_robust(full_fidelity(search))
     if spec.recipe.select_on == "test":
         lines.append("selected on the TEST split (--select-on test, the references' protocol): "
                      "every val number below is a test number, and the choice is optimistic")
     if len(ranked):
         best = ranked.iloc[0]
-        lines.append(f"best: {_described(best)}")
-        lines += _vs_uniform(spec, trials, ranked, best)
+        lines.append(f"best{' single run' * bool(len(confirming))}: {_described(best)}")
+        lines += _vs_uniform(spec, search, ranked, best)
+    if (confirmed := confirmation(trials, load_evals(storage, spec.name))) is not None:
+        lines += confirmed.describe()
     lines.append(f"GPU-hours: {trials['gpu_hours'].sum():.2f}; train {trials['train_seconds'].sum():.0f} s, "
                  f"eval {trials['eval_seconds'].sum():.0f} s")
     lines.append(f"database: {join(storage, spec.name, 'db')}")
     lines.append(f"next: python -m search.query best --storage {shlex.quote(storage)} "
                  f"--sweep {spec.name}")
     return "\n".join(lines)
+
+
+def _counts(trials) -> str:
+    counts = trials["status"].value_counts().to_dict()
+    return ", ".join(f"{n} {Status(s).replace('_', ' ')}" for s, n in sorted(counts.items()))
 
 
 def _described(row) -> str:
@@ -130,13 +141,11 @@ def _vs_uniform(spec: SweepSpec, trials, ranked, best) -> list[str]:
     gap is more than the noise of the validation subsets (binomial standard errors)."""
     import math
 
-    from space_defs import baselines
     from trainer.datasets import dataset_spec
 
     from .db.ranking import Gap, standard_error
 
-    uniform = baselines(spec.budget, space=spec.search_space(), max_macs=spec.max_macs,
-                        tolerance=spec.tolerance)[0]
+    uniform = spec.uniform_baseline()
     found = [r for r in trials.itertuples() if r.arch == uniform.label]
     label = f"uniform baseline {uniform.label}"
     if not found:

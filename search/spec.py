@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from space_defs import SearchSpace, format_count
+from space_defs import SearchSpace, WRNConfig, baselines, format_count
 from space_defs.cli import UsageError, option
 from space_defs.options import SpaceOptions
 from trainer.datasets import DATASETS, dataset_spec
@@ -24,7 +24,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Fields that may differ when the same sweep is run again; every other field fixes what the
 # sweep's results mean, and changing it is refused.
 RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "fake_gpus",
-              "final_eval", "final_attacks", "final_protocol")
+              "final_eval", "final_attacks", "final_protocol", "confirm", "confirm_seeds")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +57,12 @@ class SweepSpec(SpaceOptions):
                    "cluster has or can add GPUs, else 0; the driver resolves it once)")
     cpus_per_trial: float = option(1.0, help="CPUs reserved per trial; also its torch threads")
     fake_gpus: bool = option(False, help=FAKE_GPUS_HELP)
-    final_eval: int = option(0, help="evaluate the top K configs on the test split after the sweep")
+    confirm: int = option(0, help="after the search, train the top K configs by validation score "
+                                  "and the uniform baseline on --confirm-seeds seeds (0: off)")
+    confirm_seeds: int = option(3, help="seeds each confirmed config is trained on, the search's "
+                                        "own run among them (seeds --seed, --seed + 1, ...)")
+    final_eval: int = option(0, help="evaluate the top K configs on the test split after the "
+                                     "sweep (with --confirm: every seed of the confirmed ones too)")
     final_attacks: tuple[str, ...] = option(("clean", "pgd20", "cw", "autoattack"),
                                             help="the --final-eval cascade, in order")
     final_protocol: str = option("default", help=" | ".join(
@@ -107,12 +112,22 @@ class SweepSpec(SpaceOptions):
             raise ValueError(f"--final-attacks: {e}") from None
         need(self.final_protocol in PROTOCOLS, f"unknown --final-protocol {self.final_protocol!r}; "
              f"choose one of {', '.join(PROTOCOLS)}")
+        need(0 <= self.confirm <= self.trials,
+             f"--confirm K must be between 0 and the number of trials ({self.trials})")
+        need(self.confirm_seeds >= 2, f"--confirm-seeds must be at least 2 (the search's run is "
+             f"one of them), got {self.confirm_seeds}")
         need(0 <= self.final_eval <= self.trials,
              f"final eval K must be between 0 and the number of trials ({self.trials})")
 
     # -- what derives from it ---------------------------------------------------------------
     def search_space(self) -> SearchSpace:
         return self.space_for(dataset_spec(self.dataset).data)
+
+    def uniform_baseline(self) -> WRNConfig:
+        """The uniform WRN shape at the budget: the sweep's first reference, and what
+        ``--confirm`` compares with."""
+        return baselines(self.budget, space=self.search_space(), max_macs=self.max_macs,
+                         tolerance=self.tolerance)[0]
 
     def check(self) -> None:
         """UsageError if the space cannot meet the budget (before any trial runs)."""
@@ -132,6 +147,11 @@ class SweepSpec(SpaceOptions):
     @property
     def modes(self) -> tuple[str, ...]:
         return tuple(o.mode for o in self.parsed_objectives)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The training seeds of a confirmed config: the search's own first, then the others."""
+        return tuple(range(self.recipe.seed, self.recipe.seed + self.confirm_seeds))
 
     @property
     def grace_epochs(self) -> int:
@@ -180,14 +200,17 @@ def demo(**overrides: Any) -> SweepSpec:
     3 sampled), each PGD adversarially trained to its plateau: 80 epochs at lr 0.4, batch 128
     (720 SGD steps on 1,200 images; at 20 or 40 epochs the ranking still measured which net
     learns fastest), with no early stopping, so every trial is comparable with the uniform
-    baseline; PGD-2 training and PGD-5 validation keep it within the time. The top 2 are then
-    evaluated on the test split with clean, PGD-20 and CW (add autoattack to --final-attacks for
-    the full evaluation: about 6 more minutes on 2 cores). ``overrides`` are SweepSpec fields,
+    baseline; PGD-2 training and PGD-5 validation keep it within the time. The top 2 and the
+    uniform baseline are then trained on a second seed (about a minute), and the top 2 and every
+    seed of the confirmed configs evaluated on the test split with clean, PGD-20 and CW (add
+    autoattack to --final-attacks for the full evaluation: several more minutes on 2 cores). ``overrides`` are SweepSpec fields,
     and Recipe fields under ``recipe``."""
     recipe = {**dict(method="pgd_at", epochs=80, batch_size=128, lr=0.4, steps=2, step_size=0.125,
                      val_attack_steps=5, val_size=200), **overrides.pop("recipe", {})}
     fields = dict(name="demo", budget=60_000, dataset="digits", trials=5, max_concurrent=2,
                   min_blocks=1, max_blocks=2, channel_multiple=4, scheduler="none", final_eval=2,
-                  final_attacks=("clean", "pgd20", "cw"))
+                  final_attacks=("clean", "pgd20", "cw"), confirm=2, confirm_seeds=2)
     fields.update(overrides)
+    for k in {"final_eval", "confirm"} - set(overrides):  # a smaller demo keeps its share of them
+        fields[k] = min(fields[k], fields["trials"])
     return SweepSpec(recipe=Recipe(**{"seed": fields.get("seed", 0), **recipe}), **fields)

@@ -4,6 +4,7 @@ on epochs, the trial-database recorder as a callback."""
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,8 @@ import optuna
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from .trial.retry import failure_config
@@ -19,7 +21,7 @@ from .recorder import SweepRecorder
 from .spec import SweepSpec
 from .strategy import sampler, scheduler
 from .sweep.files import Segment, SweepDir
-from .trial.trainable import Fence, train_trial
+from .trial.trainable import Fence, TrialRun, train_trial
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,43 @@ class StudySearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class FixedRuns(Searcher):
+    """A confirmation segment's searcher: its runs' configs (search.trial.trainable.TrialRun),
+    in order. Its place in the list is saved with Tune's snapshot; a run the database holds as
+    trained (by a driver that died after the snapshot was taken) is passed over, so a resumed
+    segment trains each run once."""
+
+    def __init__(self, runs, *, spec: SweepSpec, storage: str, metric=None, mode=None):
+        super().__init__(metric=metric, mode=mode)
+        self.runs, self.spec, self.storage = [dict(r) for r in runs], spec, storage
+        self.given = 0
+
+    def suggest(self, trial_id: str):
+        from .db import load_trials
+        from .sweep.confirm import confirmation_runs
+
+        needed = {(run.arch, run.seed) for run in
+                  confirmation_runs(self.spec, load_trials(self.storage, self.spec.name))}
+        while self.given < len(self.runs):
+            self.given += 1
+            run = TrialRun.of(self.runs[self.given - 1], self.spec)
+            if (run.arch, run.seed) in needed:
+                return run.config()
+        return Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:  # a pickle, as Tune's searchers save theirs
+            pickle.dump({"runs": self.runs, "given": self.given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.runs, self.given = state["runs"], state["given"]
 
 
 class SweepSearch(SearchGenerator):
@@ -193,16 +232,20 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
                                   resume_unfinished=True, resume_errored=True)
     parent, _, leaf = segment.path.rpartition("/")
     metric, mode = objective(spec)
-    searcher = StudySearch(
-        space=DefineByRun(spec), metric=metric, mode=mode,
-        sampler=sampler(spec, spec.seed + len(sweep.segments())), study_name=spec.name,
-        storage=open_study(spec, sweep, enqueue_baselines=first))
+    if segment.runs:  # confirmation runs: each trained to the end, none told to the study
+        searcher = FixedRuns(segment.runs, spec=spec, storage=sweep.storage, metric=metric, mode=mode)
+        trial_scheduler = FIFOScheduler()
+    else:
+        searcher, trial_scheduler = StudySearch(
+            space=DefineByRun(spec), metric=metric, mode=mode,
+            sampler=sampler(spec, spec.seed + len(sweep.segments())), study_name=spec.name,
+            storage=open_study(spec, sweep, enqueue_baselines=first)), scheduler(spec)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=SweepSearch(ConcurrencyLimiter(searcher,
                                                       max_concurrent=max_concurrent_in(spec, segment))),
-            scheduler=scheduler(spec), num_samples=segment.trials, reuse_actors=True),
+            scheduler=trial_scheduler, num_samples=segment.trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=leaf, storage_path=sweep.uri_of(parent) if parent else sweep.uri, verbose=0,
             stop=stop,

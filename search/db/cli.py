@@ -21,7 +21,8 @@ from .errors import StoreError, UsageError
 from .objectives import DIRECTIONS, described, parse_objectives
 from .pareto import numeric_column, pareto_front
 from .ranking import NOISE_Z, arch_label, best, full_fidelity, top
-from .schema import FRACTION, TABLES, TRIALS
+from .schema import FRACTION, SEARCH, TABLES, TRIALS
+from .seeds import confirmation
 from .storage import DEFAULT_STORAGE
 from .store import list_sweeps, load_epochs, load_evals, load_trials
 
@@ -60,7 +61,7 @@ def render_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
     return text.to_string(index=False)
 
 
-_TRIAL_COLUMNS = ["sweep", "trial_id", "arch", "params", "macs", "status", "epochs_done",
+_TRIAL_COLUMNS = ["sweep", "trial_id", "arch", "role", "seed", "params", "macs", "status", "epochs_done",
                   "best_val_robust_acc", "best_val_clean_acc", "best_val_robust_epoch"]
 
 
@@ -175,7 +176,9 @@ def _cmd_pareto(args: argparse.Namespace) -> None:
 
 
 def _cmd_best(args: argparse.Namespace) -> None:
-    rankings = best(_nonempty(_trials(args)), args.runners_up)
+    every = _trials(argparse.Namespace(**{**vars(args), "all_fidelities": True}))
+    search = every[every["role"].fillna(SEARCH) == SEARCH]
+    rankings = best(_nonempty(search if args.all_fidelities else full_fidelity(search)), args.runners_up)
     if not rankings:
         raise UsageError("no trial matching the filters has a validation result yet")
     for r in rankings:
@@ -199,6 +202,10 @@ def _cmd_best(args: argparse.Namespace) -> None:
                                                            "gap_pts", "se_pts", "gap_z", "within_noise"]
                                         ).replace("\n", "\n    "))
         print()
+    for sweep, trials in every.groupby("sweep", sort=True):
+        confirmed = confirmation(trials, load_evals(args.storage, sweep))
+        if confirmed is not None:
+            print(f"sweep {sweep}, " + "\n  ".join(confirmed.describe()) + "\n")
 
 
 def _cmd_show(args: argparse.Namespace) -> None:

@@ -103,6 +103,25 @@ def best(df: pd.DataFrame, runners_up: int = 4) -> list[Ranking]:
     return rankings
 
 
+def clean_images(df: pd.DataFrame) -> np.ndarray:
+    """Images each trial's val_clean_* accuracies are measured on: the whole selection split
+    (its dataset's validation split, or the test split where it was selected on test); NaN for
+    a dataset this code does not know."""
+    from trainer.datasets import DATASETS
+
+    on = df["selected_on"].fillna("val") if "selected_on" in df else pd.Series("val", index=df.index)
+    return np.array([np.nan if d not in DATASETS else
+                     float(DATASETS[d].test_size if s == "test" else DATASETS[d].val_size)
+                     for d, s in zip(df["dataset"], on)])
+
+
+def val_errors(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(robust, clean): the binomial standard error of each trial's best_val_* accuracies."""
+    robust = standard_error(df["best_val_robust_acc"].to_numpy(dtype=float),
+                            df["val_size"].to_numpy(dtype=float, na_value=np.nan))
+    return robust, standard_error(df["best_val_clean_acc"].to_numpy(dtype=float), clean_images(df))
+
+
 def arch_label(df: pd.DataFrame) -> pd.Series:
     """Each trial's ``WRNConfig.label``, e.g. 'd5-5-5 c320-640-512'."""
     columns = [f"depth{i}" for i in (1, 2, 3)] + [f"channel{i}" for i in (1, 2, 3)]

@@ -28,6 +28,7 @@ SCHEMA_VERSION = 1
 METADATA_KEY = b"robust_arch_search"  # Parquet key-value metadata: {"schema_version", "table"}
 
 UTC = "UTC"
+SEARCH, CONFIRM = "search", "confirm"  # TrialRow.role: proposed by the sampler; a finalist's seed
 
 _ARROW_TYPES = {
     int: pa.int64(),
@@ -113,7 +114,14 @@ class TrialRow(_Row):
     method: str = col(doc="adversarial training method, e.g. pgd_at, trades")
     epochs_planned: int = col("epochs", "length of the full training schedule")
     eps: float = col("fraction of pixel range", "L-inf training radius, e.g. 8/255")
-    seed: int = col(doc="random seed of the trial")
+    seed: int = col(doc="training seed of the trial (weights, data order, attacks)")
+    role: str | None = col(doc="search: proposed by the sampler, one of --trials; confirm: a "
+                               "finalist or the uniform baseline trained on another seed "
+                               "(--confirm), not one of --trials; null in rows written before "
+                               "it was recorded: search", default="search")
+    baseline: str | None = col(doc="uniform: the config is the uniform WRN baseline of the "
+                                   "budget (what --confirm compares with); else null",
+                               default=None)
     recipe_json: str = col(doc="the whole training recipe as JSON")
     val_size: int | None = col("images", "images the val_robust_* accuracies are measured on "
                                           "(val_clean_*: the whole selection split)",
@@ -181,6 +189,8 @@ class EvalRow(_Row):
 
     sweep: str = col(doc="sweep name")
     trial_id: str = col(doc="Ray Tune trial id")
+    seed: int | None = col(doc="training seed of the trial evaluated (its trials row's)",
+                           default=None)
     attack: str = col(doc="attack name, e.g. clean, pgd20, autoattack")
     split: str = col(doc="data split evaluated, e.g. test")
     accuracy: float = col(FRACTION, "accuracy under the attack")

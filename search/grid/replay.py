@@ -63,7 +63,7 @@ def strategy_spec(recorded: SweepSpec, strategy: str, *, seed: int, trials: int,
         recorded, name=f"replay-{strategy.replace('+', '-')}-{seed}", seed=seed, trials=trials,
         sampler=sampler, scheduler=scheduler, max_concurrent=1, cpus_per_trial=0.01, gpus_per_trial=0.0,
         grace_period=grace_period if scheduler != "none" else 0,
-        reduction_factor=reduction_factor, final_eval=0)
+        reduction_factor=reduction_factor, final_eval=0, confirm=0)
 
 
 @dataclass(frozen=True)

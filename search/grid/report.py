@@ -5,8 +5,10 @@ accuracy and of the test PGD-20 and clean accuracy of its best.pt, ranked with t
 ties; the noise, from a config + seed fit; then the paper's questions: does the most robust
 config beat the uniform WRN of the same budget (on validation and on test, in standard errors
 of the difference), and is its last stage narrower than its middle one (and, over the whole
-grid, what a reduced last stage does on average); and what an early ASHA rung sees. Markdown on
-stdout (docs/DIGITS_GRID.md holds its output for the shipped table).
+grid, what a reduced last stage does on average); what an early ASHA rung sees; and whether a
+one-seed sweep's pick, and its top few confirmed on the other seed, is the best by the seeds'
+mean, on the grid and on simulated smaller sweeps. Markdown on stdout (docs/DIGITS_GRID.md
+holds its output for the shipped table).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from space_defs import WRNConfig, baselines, format_count, macs, param_count
+import numpy as np
+
+from space_defs import WRNConfig, format_count, macs, param_count
 from space_defs.cli import Parser, UsageError
 
-from ..db.ranking import NOISE_Z, Gap
+from ..db.ranking import NOISE_Z, Gap, within_noise
 from .stats import SeedFit, expected_max, pearson, rank_label, spearman
 from .table import Table
 
@@ -65,9 +69,7 @@ class Grid:
 
     @property
     def uniform(self) -> WRNConfig:
-        spec = self.table.spec
-        return baselines(spec.budget, space=spec.search_space(), max_macs=spec.max_macs,
-                         tolerance=spec.tolerance)[0]
+        return self.table.spec.uniform_baseline()
 
     @cached_property
     def seed_ids(self) -> tuple[int, ...]:
@@ -192,7 +194,63 @@ class Grid:
                 cfgs = [c for c in ranked if grid_point(c)[i] == value]
                 lines.append(f"| {name} | {value:g} | {len(cfgs)} | {_avg(self.val_robust, cfgs)} | "
                              f"{_avg(pgd, cfgs)} |")
-        return "\n".join(lines)
+        return "\n".join(lines + self._confirming())
+
+    def _confirming(self, configs: int = 8, draws: int = 2000, top: int = 3) -> list[str]:
+        """Is a one-seed sweep's argmax, or the best by the mean of its ``top`` confirmed on the
+        other seed, the best by the seeds' mean: on the grid, and over ``draws`` random sub-sweeps
+        of ``configs`` of its configs."""
+        t, n = self.table, len(self.table.curves)
+        if t.seeds < 2 or n <= configs:
+            return []
+        other = "the other seed" if t.seeds == 2 else "the other seeds"
+        orders = [seed_ranking(t, j) for j in range(t.seeds)]
+        lines = ["", "### Confirming the single-seed argmax", "",
+                 f"A sweep of one seed picks its most robust config (ties to the higher clean "
+                 f"accuracy, then to fewer parameters, as search.db.ranking orders a sweep); is "
+                 f"that, or the best by the seeds' mean of its top {top} confirmed on {other}, "
+                 f"the best by the mean, or within noise of it (less than {NOISE_Z:g} x "
+                 f"{100 * t.noise:.1f} points below it, the noise above)?", ""]
+        for j, (seed, order) in enumerate(zip(self.seed_ids, orders)):
+            top_score = t.curves[order[0]][j].best
+            tied = [c for c in order if t.curves[c][j].best == top_score]
+            lines.append(
+                f"- Seed {seed} alone: its most robust {_list(tied)} "
+                f"{'tie ' if len(tied) > 1 else ''}at {100 * top_score:.2f}%"
+                f"{f' ({tied[0].label} first)' if len(tied) > 1 else ''}; by the mean "
+                f"{'they rank' if len(tied) > 1 else 'it ranks'} "
+                f"{', '.join(rank_label(*t.ranks[c]) for c in tied)} of {n}: "
+                f"{sum(map(t.near_best, tied))} of {len(tied)} within noise of the best.")
+        lines.append(f"- The single-seed argmax (a tie's first) is within noise of the best by the "
+                     f"mean for {sum(t.near_best(o[0]) for o in orders)} of {t.seeds} seeds, the "
+                     f"best itself for {sum(t.ranks[o[0]][0] == 1 for o in orders)}.")
+        for seed, order in zip(self.seed_ids, orders):
+            shortlist = order[:top]
+            pick = min(shortlist, key=t.ranked.index)
+            lines.append(
+                f"- Seed {seed}'s top {top} ({_list(shortlist)}) confirmed on {other}: the best of "
+                f"them by the mean is {pick.label}, rank {rank_label(*t.ranks[pick])}: "
+                f"{'the best' if t.ranks[pick][0] == 1 else 'not the best'} of all {n}; the best "
+                f"minus it: {Gap(t.score(t.best) - t.score(pick), t.noise).describe()}.")
+        lines += [
+            f"- With {t.seeds} seeds this is partly circular: the confirmed score and the best it "
+            f"is judged against are means over the same seeds, so it measures how often "
+            f"confirmation recovers the {t.seeds}-seed answer, not the truth.", "",
+            f"Simulated smaller sweeps: {draws} random sub-sweeps of {configs} of the {n} configs "
+            f"(numpy seed 0; the same sub-sweeps for each seed), each judged against its own best "
+            f"by the seeds' mean with the grid's noise; % of the sub-sweeps +- the binomial s.e. "
+            f"of the simulation:", "",
+            f"| one seed | its argmax: the best | within noise | its top {top} confirmed: the "
+            f"best | within noise |", "|---|---|---|---|---|"]
+        rank = [t.ranks[c][0] for c in t.ranked]
+        mean = [t.score(c) for c in t.ranked]
+        for seed, order in zip(self.seed_ids, orders):
+            found = sub_sweeps([order.index(c) for c in t.ranked], rank, mean, t.noise,
+                               configs=configs, draws=draws, top=top).mean(axis=0)
+            lines.append(f"| seed {seed} | " + " | ".join(
+                f"{100 * p:.1f}% +- {100 * math.sqrt(p * (1 - p) / draws):.1f}" for p in found)
+                + " |")
+        return lines
 
     def _seed_rank_correlation(self) -> str:
         if len(self.seed_ids) < 2:
@@ -213,6 +271,35 @@ class Grid:
             f"load on the machine)" for j in range(1, len(self.seed_ids)))
 
 
+def seed_ranking(table: Table, j: int) -> list[WRNConfig]:
+    """The configs as a sweep of the ``j``-th seed alone ranks them: by its validation robust
+    accuracy, ties to the higher clean accuracy, then to fewer parameters (the order of
+    search.db.ranking.most_robust)."""
+    return sorted(table.ranked, key=lambda c: (*table.curves[c][j].selected, -param_count(c)),
+                  reverse=True)
+
+
+def sub_sweeps(place: Sequence[int], rank: Sequence[int], mean: Sequence[float], noise: float, *,
+               configs: int = 8, draws: int = 2000, top: int = 3, seed: int = 0) -> np.ndarray:
+    """Per random sub-sweep of ``configs`` of a grid's configs (``draws`` of them): whether one
+    seed's argmax is the sub-sweep's best by the seeds' mean, whether it is within noise of
+    that best, whether the best by the mean of the seed's ``top`` is the best, and whether it is
+    within noise. Per config: ``place``, its place in the seed's ranking (0 first, ties broken);
+    ``rank``, its rank by the mean (tied configs share it); ``mean``, its mean."""
+    place, rank, mean = np.asarray(place), np.asarray(rank), np.asarray(mean, dtype=float)
+    rng = np.random.default_rng(seed)
+    found = np.empty((draws, 4), dtype=bool)
+    for d in range(draws):
+        sub = rng.choice(len(place), configs, replace=False)
+        shortlist = sub[np.argsort(place[sub])[:top]]
+        best, argmax = sub[np.argmin(rank[sub])], shortlist[0]
+        confirmed = shortlist[np.argmin(rank[shortlist])]
+        found[d] = (rank[argmax] == rank[best], within_noise(mean[best] - mean[argmax], noise),
+                    rank[confirmed] == rank[best],
+                    within_noise(mean[best] - mean[confirmed], noise))
+    return found
+
+
 POINT = ("stage 1 blocks", "stage 2 blocks", "stage 3 blocks", "log2 k2/k1", "log2 k3/k2")
 
 
@@ -222,6 +309,11 @@ def grid_point(cfg: WRNConfig) -> tuple[float, ...]:
     k = cfg.widen_factors
     return (*map(float, cfg.depths), round(2 * math.log2(k[1] / k[0])) / 2,
             round(2 * math.log2(k[2] / k[1])) / 2)
+
+
+def _list(cfgs: Sequence[WRNConfig]) -> str:
+    labels = [c.label for c in cfgs]
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
 def _widen(cfg: WRNConfig) -> str:

@@ -165,5 +165,5 @@ def recorded_spec(storage: str, sweeps: list[str]) -> SweepSpec:
 
 def _unseeded(spec: SweepSpec) -> str:
     """The spec less what may differ between the recordings of one table."""
-    return dataclasses.replace(spec, name="table", seed=0, trials=1, final_eval=0,
+    return dataclasses.replace(spec, name="table", seed=0, trials=1, final_eval=0, confirm=0,
                                recipe=dataclasses.replace(spec.recipe, seed=0)).to_json()

@@ -1,8 +1,8 @@
 """The files of one sweep, on local disk or object storage.
 
 ``sweep.json`` (the saved SweepSpec), ``segments.json`` (its Tune experiments ``tune-1``,
-``tune-2``, ...: a rerun with more ``--trials`` adds one), the Optuna study and ``db/`` (the
-trial database).
+``tune-2``, ...: a rerun with more ``--trials`` adds one, and ``--confirm`` one of confirmation
+runs, ``confirm-N``), the Optuna study and ``db/`` (the trial database).
 
 On object storage the two files are entries of the sweep's commit log (search.db.commits), so
 only the driver holding the sweep can change them: the store refuses a commit of a driver
@@ -33,6 +33,7 @@ class Segment:
     trials: int  # how many trials it runs
     done: bool = False
     dir: str = ""  # object storage: the experiment's directory now (name/g...), else the name
+    runs: tuple[dict, ...] = ()  # a confirmation segment: the Tune config of each run (TrialRun)
 
     @property
     def path(self) -> str:
@@ -97,7 +98,7 @@ class SweepDir:
 
     def segments(self) -> list[Segment]:
         text = self.read(SEGMENTS_FILE)
-        return [Segment(**s) for s in json.loads(text)] if text else []
+        return [Segment(**{**s, "runs": tuple(s.get("runs", ()))}) for s in json.loads(text)] if text else []
 
     def save_segments(self, segments: list[Segment]) -> None:
         self.write(SEGMENTS_FILE, json.dumps([dataclasses.asdict(s) for s in segments], indent=2))

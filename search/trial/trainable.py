@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -17,6 +18,7 @@ from trainer.status import EnvironmentProblem, Status
 if TYPE_CHECKING:
     from trainer import EpochReport
 
+from ..db.schema import SEARCH
 from ..spec import SweepSpec
 
 TRIAL_STATUS = "trial_status"  # Tune's own "status" is taken
@@ -24,6 +26,29 @@ ERROR = "error"  # a trial's failure that retrying cannot fix, reported as its l
 NOTE = "note"  # something the trainer wants the user to know (e.g. a skipped checkpoint)
 DEVICE = "device"  # where the trial really ran: torch's GPU name or "cpu"
 GPUS = "gpus"  # GPUs Ray granted it (GPU-hours = GPUs x hours)
+SEED = "seed"  # in a confirmation run's config: the training seed (else the recipe's)
+ROLE = "role"  # in a confirmation run's config: CONFIRM
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """What a Tune trial's config says to train: an architecture, on a seed, in a role."""
+
+    arch: WRNConfig
+    seed: int
+    role: str = SEARCH
+
+    @classmethod
+    def of(cls, config: dict[str, Any], spec: SweepSpec) -> TrialRun:
+        return cls(WRNConfig.from_dict(config), int(config.get(SEED, spec.recipe.seed)),
+                   config.get(ROLE, SEARCH))
+
+    def config(self) -> dict[str, Any]:
+        """The Tune config of a confirmation run (a search trial's is the architecture alone)."""
+        return {**self.arch.to_dict(), SEED: self.seed, ROLE: self.role}
+
+    def recipe(self, spec: SweepSpec):
+        return dataclasses.replace(spec.recipe, seed=self.seed)
 
 
 def epoch_result(report: EpochReport, arch: WRNConfig) -> dict[str, Any]:
@@ -89,8 +114,8 @@ def train_trial(config: dict[str, Any], *, spec: SweepSpec, data_dir: str,
     from .device import trial_device
     from .retry import OwnErrors
 
-    arch = WRNConfig.from_dict(config)
-    recipe = spec.recipe
+    run = TrialRun.of(config, spec)
+    arch, recipe = run.arch, run.recipe(spec)
     torch.set_num_threads(max(1, int(spec.cpus_per_trial)))
     state_dir = Path(tempfile.mkdtemp(prefix="trial-state-"))
     restored = tune.get_checkpoint()

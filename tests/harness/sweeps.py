@@ -102,3 +102,23 @@ def snapshot_knows(experiment: Path, text: str) -> bool:
     storage) mentions ``text``, e.g. a trial's checkpoint directory."""
     states = sorted(experiment.glob("experiment_state-*.json"))
     return bool(states) and text in states[-1].read_text()
+
+
+def check_confirmed(storage, name: str, seeds: set[int]):
+    """A confirmed sweep's invariants: every (config, seed) trained once among the rows that
+    count, confirmation runs on the seeds asked for, and every confirmed config on all of them
+    (its search run on the first). The counted confirmation rows."""
+    from search.db import load_trials
+    from search.db.ranking import arch_label
+
+    trials = load_trials(storage, name)
+    trials = trials[~trials["status"].isin(NOT_COUNTED)].assign(arch=lambda t: arch_label(t))
+    role = trials["role"].fillna("search")
+    confirm = trials[role == "confirm"]
+    assert len(confirm) and set(confirm["status"]) <= TERMINAL, trials
+    assert set(confirm["seed"]) <= seeds and not confirm.duplicated(["arch", "seed"]).any(), confirm
+    runs = trials[trials["arch"].isin(set(confirm["arch"])) & (trials["status"] != "stopped_early")]
+    assert not runs.duplicated(["arch", "seed"]).any(), runs
+    for arch, group in runs.groupby("arch"):
+        assert set(group["seed"]) == seeds, (arch, group)
+    return confirm

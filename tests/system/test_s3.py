@@ -31,8 +31,8 @@ from search.sweep.files import SweepDir
 from tests.harness import faults, ray_nodes
 from tests.harness.s3 import any_bucket, any_s3, s3_bucket, s3_env, s3_server  # noqa: F401 (fixtures)
 
-from tests.harness.sweeps import (check_database, interrupted_trials, run, sweep_command, sweep_env,
-                       wait_for)
+from tests.harness.sweeps import (check_confirmed, check_database, interrupted_trials, run,
+                                  sweep_command, sweep_env, wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +241,38 @@ def test_drivers_killed_refused_and_fenced(any_s3, any_bucket, s3_ray):
 
     best = query(storage, "best", "--sweep", "k")
     assert best.returncode == 0 and "most robust" in best.stdout, best.stderr
+
+
+def test_killed_during_confirmation_resumes_exactly_on_object_storage(s3_bucket, s3_ray):
+    """--confirm on s3://: the driver killed with confirmation runs under way; the rerun takes
+    the lease over, resumes the confirmation segment and trains every (config, seed) once."""
+    storage = s3_bucket
+    cmd = sweep_command(storage, "cf", "--trials", "3", "--epochs", "3", "--address", s3_ray,
+                        "--scheduler", "none", "--confirm", "2", "--confirm-seeds", "3")
+    first = popen(cmd)
+    try:
+        said = read_until(first, "starting confirm-2: ")
+        read_until(first, "] finished after 3 epochs")
+        sweep = SweepDir(storage, "cf")
+
+        def snapshot() -> bool:  # Tune's snapshot of the segment, in this driver's directory
+            entries = sweep.fs.get_file_info(pafs.FileSelector(
+                f"{sweep.path}/{segment_dir(storage, 'cf')}", allow_not_found=True))
+            return any(e.base_name.startswith("experiment_state-") for e in entries)
+
+        assert wait_for(snapshot, every=0.2)
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
+    planned = int(said.split("starting confirm-2: ")[1].split(" confirmation runs")[0])
+    assert (load_trials(storage, "cf")["role"] == "confirm").any()
+
+    out = run(cmd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    quiet(out.stdout + out.stderr)
+    assert "resuming confirm-2" in out.stdout and "starting confirm" not in out.stdout
+    confirm = check_confirmed(storage, "cf", {0, 1, 2})
+    assert len(confirm) == planned
+    check_database(storage, "cf", 3 + planned, 3)
+    best = query(storage, "best", "--sweep", "cf")
+    assert best.returncode == 0 and "answer: " in best.stdout, best.stderr
