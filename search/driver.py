@@ -140,14 +140,17 @@ def check_data(dataset: str, data_dir: str) -> None:
 
 
 def trials_at_once(spec: SweepSpec, place) -> tuple[int, str]:
-    """How many trials run at once, at most --trials, and why: --max-concurrent, else what the
-    cluster can run at once (search.cluster.place.concurrent_trials)."""
+    """How many trials Ray will run at once, and why: what the cluster can run at once
+    (search.cluster.place.concurrent_trials), at most --max-concurrent and the trials."""
     from .cluster.place import concurrent_trials
 
-    n = spec.max_concurrent or concurrent_trials(place, cpus=spec.cpus_per_trial,
-                                                 gpus=spec.gpus_per_trial)
-    why = ("--max-concurrent" if spec.max_concurrent else
-           f"what {'this machine' if place.embedded else 'the cluster'} can run at once")
+    can = concurrent_trials(place, cpus=spec.cpus_per_trial, gpus=spec.gpus_per_trial)
+    where = "this machine" if place.embedded else "the cluster"
+    n, why = can, f"what {where} can run at once"
+    if spec.max_concurrent:
+        n = min(spec.max_concurrent, can)
+        why = "--max-concurrent" if n == spec.max_concurrent else \
+            f"--max-concurrent {spec.max_concurrent}, but {why} is {can}"
     if n > spec.trials:
         why += f" is {n}, at most the {spec.trials} trials"
     return min(n, spec.trials), why

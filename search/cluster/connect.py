@@ -71,11 +71,12 @@ def connect(target: Target, **init_kwargs: Any) -> Place:
     import ray
 
     kwargs = {"log_to_driver": False, "logging_level": "warning", **init_kwargs}
-    _token_auth_as_ray_init(target)
     if target.embedded:
+        _token_auth_as_ray_init(target)
         ray.init(address="local", include_dashboard=False, configure_logging=True, **kwargs)
         return place_of(target)
     _check_reachable(target.address)
+    _token_auth_as_ray_init(target)
     _check_token(target)
     try:
         ray.init(address=target.address, **kwargs)
@@ -91,14 +92,15 @@ def _token_auth_as_ray_init(target: Target) -> None:
     if there is none); the cluster whose head is this machine, the one ``ray.init()`` finds by
     itself, is joined with a token whenever one is available (~/.ray/auth_token,
     RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), as `ray start --head` enables token auth whenever
-    one is. RAY_AUTH_MODE given, or an explicit address (which ``ray.init`` never
-    auto-enables either): left as it is."""
+    one is. An explicit address (--address, RAY_ADDRESS, as Ray's SLURM pattern passes), which
+    ``ray.init`` never auto-enables, is joined with the token available when its head asks
+    for one (it refuses a connection without). RAY_AUTH_MODE given: left as it is."""
     if os.environ.get("RAY_AUTH_MODE") is not None:
         return
     from ray._raylet import AuthenticationTokenLoader, Config
 
-    if target.embedded or (target.source == "head" and AuthenticationTokenLoader.instance()
-                           .has_token(ignore_auth_mode=True)):
+    has_token = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+    if target.embedded or (has_token and (target.source == "head" or _asks_for_token(target))):
         os.environ["RAY_AUTH_MODE"] = "token"  # for this process and every one it starts
         Config.initialize("")  # Ray read the mode when it was imported
 
@@ -116,31 +118,52 @@ def _check_reachable(address: str) -> None:
                          "for an embedded Ray") from None
 
 
-def _check_token(target: Target) -> None:
-    """A wrong or missing token fails in a second here, not after ray.init's 20 s of retries."""
+def _asks_for_token(target: Target) -> bool:
+    """Whether the head at an explicit address refuses a connection without a token."""
     if "://" in target.address:
-        return
+        return False
+    try:
+        _gcs_client(target.address)
+    except Exception as e:  # noqa: BLE001 - only an authentication refusal answers the question
+        return _is_auth_error(e)
+    return False
+
+
+def _gcs_client(address: str) -> None:
+    """A connection to the head's GCS, Ray's C++ client's log of a refusal kept off stderr."""
     from ray._raylet import GcsClient
 
-    saved = os.dup(2)  # Ray's C++ client logs each refusal to stderr: the user gets our line
+    saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                GcsClient(address=target.address, cluster_id=None)
+                GcsClient(address=address, cluster_id=None)
             finally:
                 os.dup2(saved, 2)
-    except Exception as e:  # noqa: BLE001 - only an authentication failure is ours to explain
-        if "auth" in type(e).__name__.lower() or "InvalidAuthToken" in str(e):
-            raise _connect_error(target, e) from None
     finally:
         os.close(saved)
+
+
+def _is_auth_error(error: Exception) -> bool:
+    return "auth" in type(error).__name__.lower() or "InvalidAuthToken" in str(error)
+
+
+def _check_token(target: Target) -> None:
+    """A wrong or missing token fails in a second here, not after ray.init's 20 s of retries."""
+    if "://" in target.address:
+        return
+    try:
+        _gcs_client(target.address)
+    except Exception as e:  # noqa: BLE001 - only an authentication failure is ours to explain
+        if _is_auth_error(e):
+            raise _connect_error(target, e) from None
 
 
 def _connect_error(target: Target, error: Exception) -> UsageError:
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     where = f"the Ray cluster at {target.address!r} ({target.source})"
-    if "auth" in type(error).__name__.lower() or "InvalidAuthToken" in str(error):
+    if _is_auth_error(error):
         return UsageError(f"{where} refused this command's authentication token: set "
                           "RAY_AUTH_MODE=token and give the cluster's token in ~/.ray/auth_token "
                           "or RAY_AUTH_TOKEN_PATH (`ray get-auth-token` on the head prints it)")

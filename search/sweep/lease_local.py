@@ -5,13 +5,20 @@ second driver gets.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
 from datetime import datetime, timezone
 
+from space_defs.cli import UsageError
+
 from ..db import storage
 from .lease import LOCK_FILE, OWNER_FILE, Lease, _busy
+
+
+CANNOT_LOCK = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP})  # flock refused or missing
 
 
 class LocalLease(Lease):
@@ -28,11 +35,22 @@ class LocalLease(Lease):
 
         path = storage.location(self.uri)
         os.makedirs(path, exist_ok=True)
-        lock = FileLock(os.path.join(path, LOCK_FILE))
+        # No fallback to filelock's SoftFileLock where flock is missing: a lock file that
+        # outlives a killed driver would refuse every rerun.
+        lock = FileLock(os.path.join(path, LOCK_FILE), fallback_to_soft=False)
         try:
             lock.acquire(timeout=0)
         except Timeout:
             raise _busy(self.name, _local_holder(path)) from None
+        except OSError as e:
+            if e.errno not in CANNOT_LOCK:
+                raise
+            _remove_unused(path)
+            raise UsageError(
+                f"the file system of {path} cannot lock files ({errno.errorcode[e.errno]} from "
+                "flock), so one driver per sweep cannot be ensured there: put --storage on a "
+                "file system with flock (NFS with its lock service; Lustre mounted with "
+                "'flock', not 'localflock') or on object storage (s3://)") from None
         self._file = lock
         since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
@@ -50,6 +68,13 @@ class LocalLease(Lease):
         if self._file is not None:
             self._file.release()
             self._file = None
+
+
+def _remove_unused(path: str) -> None:
+    """The lock file the refused flock left, and the sweep directory if nothing else is in it."""
+    with contextlib.suppress(OSError):
+        os.remove(os.path.join(path, LOCK_FILE))
+        os.rmdir(path)
 
 
 def _local_holder(path: str) -> str:

@@ -94,3 +94,4 @@ def test_a_driver_that_lost_its_lease_writes_nothing_more(tmp_path, monkeypatch)
             store.compact()
     assert len(parts(tmp_path)) == 1 and parts(tmp_path, table="epochs") == []
     assert load_trials(tmp_path, "s")["status"].tolist() == ["running"]
+

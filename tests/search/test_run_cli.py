@@ -122,3 +122,19 @@ def test_trials_at_once_default_to_the_cluster_and_never_exceed_the_trials_left(
     assert max_concurrent_in(spec, Segment("tune-1", 16)) == 8
     assert max_concurrent_in(spec, Segment("tune-2", 3)) == 3  # an extension of 3 trials
     assert max_concurrent_in(spec_of("--budget", "36M"), Segment("tune-1", 5)) == 5
+
+
+def test_trials_at_once_say_what_ray_will_run_not_more_than_the_cluster_can():
+    from search.cluster.place import NodeShape, Place
+    from search.driver import trials_at_once
+    from search.spec import demo
+
+    one_gpu = Place("10.0.0.1:6379", "--address", 1, ("10.0.0.1",), 1.0, 0.0,
+                    shapes=(NodeShape("10.0.0.1", 8, 1, up=True),))
+    spec = dataclasses.replace(demo(), gpus_per_trial=1.0)  # the demo asks for 2 at a time
+    assert trials_at_once(spec, one_gpu) == (
+        1, "--max-concurrent 2, but what the cluster can run at once is 1")
+    assert trials_at_once(dataclasses.replace(spec, gpus_per_trial=0.5), one_gpu) == (2, "--max-concurrent")
+    assert trials_at_once(dataclasses.replace(spec, max_concurrent=None, trials=1, confirm=0,
+                                                final_eval=0), one_gpu) == (
+        1, "what the cluster can run at once")

@@ -72,3 +72,28 @@ def test_an_embedded_ray_has_no_token_warning_and_a_cpu_sweep_over_a_day_is_refu
     assert "this machine has no GPU" in errors[0] and "--demo" in errors[0]
     assert WARNING not in out.stderr + out.stdout and out.stdout == ""
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_an_explicit_address_attaches_to_a_token_head_and_a_wrong_token_is_refused(user, tmp_path):
+    """Ray's SLURM pattern passes the head's address explicitly, which ``ray.init`` never joins
+    with a token on its own: the command asks the head, and with the token available (here
+    ~/.ray/auth_token, RAY_AUTH_MODE unset) attaches and runs; with a wrong one, one line."""
+    port = free_port()
+    start = subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                            "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+                            "--disable-usage-stats"],
+                           env=user, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-3000:]
+    cmd = sweep_command(tmp_path / "runs", "x", "--trials", "1", "--epochs", "1",
+                        "--address", f"127.0.0.1:{port}")
+    out = subprocess.run(cmd, env=user, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert WARNING not in out.stderr + out.stdout and "refused" not in out.stderr
+    check_database(tmp_path / "runs", "x", 1, 1)
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text(secrets.token_hex(32))
+    refused = subprocess.run(cmd, env={**user, "RAY_AUTH_TOKEN_PATH": str(wrong)},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "refused this command's authentication token" in lines[0]
