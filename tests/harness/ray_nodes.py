@@ -45,18 +45,20 @@ def pids_under(temp: Path) -> list[int]:
     return [p for p in mine if p != os.getpid()]
 
 
-def stop(temp: Path, grace: float = 2, timeout: float = 10) -> None:
-    """SIGTERM every process of the nodes under ``temp``, SIGKILL what is left after ``grace``
-    (Ray 2.60's GCS server, raylet and monitor outlive a SIGTERM by more than 10 s when their
-    peers got one too: waiting them out cost every teardown 10 s), then wait up to ``timeout``."""
+def stop(temp: Path, grace: float = 2, timeout: float = 10, *, pids=None) -> None:
+    """SIGTERM every process of the nodes under ``temp`` (or that ``pids()`` lists), SIGKILL
+    what is left after ``grace`` (Ray 2.60's GCS server, raylet and monitor outlive a SIGTERM by
+    more than 10 s when their peers got one too: waiting them out cost every teardown 10 s),
+    then wait up to ``timeout``."""
+    pids = pids or (lambda: pids_under(temp))
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, timeout)):
-        for pid in pids_under(temp):
+        for pid in pids():
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.time() + wait
-        while pids_under(temp) and time.time() < deadline:
+        while pids() and time.time() < deadline:
             time.sleep(0.2)
-        if not pids_under(temp):
+        if not pids():
             return
