@@ -99,8 +99,10 @@ def _token_auth_as_ray_init(target: Target) -> None:
         return
     from ray._raylet import AuthenticationTokenLoader, Config
 
-    has_token = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
-    if target.embedded or (has_token and (target.source == "head" or _asks_for_token(target))):
+    # Asked first, then the token looked up: looking it up loads it into Ray's C++ client,
+    # which then presents it to a head that has no token auth, and trials never start there.
+    if target.embedded or ((target.source == "head" or _asks_for_token(target))
+                           and AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)):
         os.environ["RAY_AUTH_MODE"] = "token"  # for this process and every one it starts
         Config.initialize("")  # Ray read the mode when it was imported
 

@@ -112,4 +112,5 @@ def test_resume_after_sigkill_of_the_driver(tmp_path, ray_address):
         old = before[before.trial_id == trial_id].set_index("epoch")["recorded_at"]
         new = after[after.trial_id == trial_id].set_index("epoch")["recorded_at"]
         assert new[1] == old[1], "an interrupted trial restarted from scratch"
-        assert new.index.max() > old.index.max() or status[trial_id] != "running"
+        # it trained on after the resume, unless it had trained its last epoch before the kill
+        assert new.index.max() > old.index.max() or status[trial_id] != "running" or old.index.max() == 8
