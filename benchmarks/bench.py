@@ -3,7 +3,7 @@
 First, the time to the first trial (G3): ``python -m search.run --demo`` on a fresh sweep and
 the embedded Ray, from the command to its first trial's "started" line (imports, the spec's
 checks, Ray's start, Tune), three times, each stopped there with Ctrl-C. Then both stacks run N no-op trials (3 instant epochs each, 2 at a time) on one local Ray: ours through
-search.tuner's Tuner (Optuna define-by-run budget space, ASHA, the trial-database callback,
+search.tune.tuner's Tuner (Optuna define-by-run budget space, ASHA, the trial-database callback,
 epoch checkpoints); the bare one as Tune's docs write it (OptunaSearch + ASHA over a uniform).
 
 python -m benchmarks.bench --recorder [-n 8] [--storage s3://...]: the time Tune's thread spends in
@@ -83,7 +83,7 @@ def run_ours(n: int, root: str) -> float:
 
     from search.spec import SweepSpec
     from search.sweep.files import Segment, SweepDir, prepare
-    from search.tuner import build_tuner
+    from search.tune.tuner import build_tuner
 
     spec = SweepSpec(name="bench", budget=30_000, dataset="digits", min_blocks=1, max_blocks=2,
                      channel_multiple=4, recipe=Recipe(method="pgd_at", epochs=EPOCHS), trials=n,
@@ -135,7 +135,7 @@ class _InTunesThread:
 
 def _timed_recorder():
     """SweepRecorder timing its hooks (they run in Tune's thread) into ``TIMES``."""
-    from search.recorder import SweepRecorder
+    from search.tune.recorder import SweepRecorder
 
     class Timed(SweepRecorder):
         in_tunes_thread = False
@@ -182,8 +182,8 @@ def run_recorder(n: int, storage: str, *, in_tunes_thread: bool) -> dict[str, li
 
     from trainer.recipe import Recipe
 
-    from search import tuner
-    from search.sweep.lease import sweep_lock
+    from search.tune import tuner
+    from search.storage.lease import sweep_lock
     from search.spec import SweepSpec
     from search.sweep.files import Segment, SweepDir, prepare
 
@@ -248,12 +248,13 @@ def main_study(n: int, storage: str) -> None:
 
     import optuna
 
-    from search.db import commits, storage as db_storage
-    from search.db.commits import STUDY_LOG
-    from search.sweep.lease import sweep_lock
+    from search.storage import commits
+    from search.storage import uri as db_storage
+    from search.storage.commits import STUDY_LOG
+    from search.storage.lease import sweep_lock
     from search.spec import SweepSpec
     from search.sweep.study import _JOURNALS, flush, open_study_storage
-    from search.tuner import DefineByRun
+    from search.tune.tuner import DefineByRun
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = SweepSpec(name=f"bench-study-{secrets.token_hex(3)}", budget=30_000, dataset="digits",

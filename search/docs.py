@@ -10,7 +10,7 @@ from trainer import status
 from trainer.atomic import write_atomic
 from trainer.status import NOT_COUNTED, Status
 
-from .sweep import lease_s3
+from .storage import s3_lease as lease_s3
 from .trial import retry
 from .db.docs import markdown_table
 

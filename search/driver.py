@@ -10,7 +10,7 @@ import sys
 
 from space_defs.cli import UsageError
 
-from .sweep.lease import sweep_lock
+from .storage.lease import sweep_lock
 from .spec import SweepSpec
 from .sweep.files import Segment, SweepDir, prepare, saved_spec
 
@@ -46,13 +46,13 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
 
     from .db import list_sweeps, load_trials
     from .db.schema import SEARCH
-    from .recorder import EnvironmentStop, environment_problem, mark_lost
+    from .tune.recorder import EnvironmentStop, environment_problem, mark_lost
     from .sweep.confirm import confirmation_runs
     from .sweep.confirm import describe as describe_runs
     from .trial.trainable import TrialRun
-    from .sweep.tune_state import (remove_earlier_holders, set_aside_unreadable_state,
+    from .tune.tune_state import (remove_earlier_holders, set_aside_unreadable_state,
                                    take_over_experiment)
-    from .tuner import build_tuner
+    from .tune.tuner import build_tuner
 
     segments = sweep.segments()
     while True:

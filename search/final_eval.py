@@ -10,7 +10,7 @@ import datetime as dt
 import os
 import tempfile
 
-from .db import storage
+from .storage import uri as storage
 from .db.schema import EvalRow
 from .spec import SweepSpec
 
@@ -101,7 +101,7 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
 
     from .trial.retry import environment_problem
     from .db import load_evals, load_trials
-    from .recorder import open_store
+    from .tune.recorder import open_store
 
     names = [parse_attack(a).name for a in spec.final_attacks]
     top = final_eval_trials(spec, load_trials(sweep.storage, spec.name))

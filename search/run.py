@@ -63,10 +63,10 @@ def build_spec(args: argparse.Namespace) -> SweepSpec:
 
 
 def main(argv: list[str] | None = None, *, trainable=None) -> int:
-    """``trainable`` replaces the trainer (search.tuner.build_tuner says how)."""
+    """``trainable`` replaces the trainer (search.tune.tuner.build_tuner says how)."""
     args = parser().parse_args(argv)
     try:
-        from .db import storage
+        from .storage import uri as storage
 
         spec = build_spec(args)
         storage.check(args.storage)
@@ -98,7 +98,7 @@ def summary(spec: SweepSpec, storage: str) -> str:
     from .db.ranking import arch_label
     from .db.schema import CONFIRM, SEARCH
     from .db.seeds import confirmation
-    from .db.storage import join
+    from .storage.uri import join
 
     trials = load_trials(storage, spec.name)
     trials = trials.assign(arch=arch_label(trials))

@@ -17,7 +17,7 @@ from trainer.recipe import Recipe
 
 from .db.objectives import DIRECTIONS, Objective, described, parse_objectives
 from .trial.device import FAKE_GPUS_HELP
-from .strategy import SAMPLERS, SCHEDULERS
+from .tune.strategy import SAMPLERS, SCHEDULERS
 
 OBJECTIVES = ("val_robust_acc", "val_clean_acc", "params", "macs")  # what every trial reports
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -248,7 +248,7 @@ def check_storage(storage: str, place: Place, *, shared: bool = False) -> None:
     (or, as the autoscaler adds them, will be) on more than one machine: trials on the other
     machines cannot write their checkpoints there. ``shared`` (--shared-storage) declares the
     path a mount that every node sees at the same place."""
-    from ..db.storage import is_local
+    from ..storage.uri import is_local
 
     if not is_local(storage) or shared or not place.multi_host:
         return

@@ -23,7 +23,7 @@ from .pareto import numeric_column, pareto_front
 from .ranking import NOISE_Z, arch_label, best, full_fidelity, top
 from .schema import FRACTION, SEARCH, TABLES, TRIALS
 from .seeds import confirmation
-from .storage import DEFAULT_STORAGE
+from ..storage.uri import DEFAULT_STORAGE
 from .store import list_sweeps, load_epochs, load_evals, load_trials
 
 DESCRIPTION = """Ask the trial database questions: which sweeps it holds, the best trials by a

@@ -8,7 +8,7 @@ atomically (temp file + fsync + rename on local disk, one object PUT on object s
 reader never sees half a file, and a driver that died and resumed only adds newer rows.
 
 Which parts exist: on local disk, the files in the table's directory (one driver at a time, by
-an OS file lock); on object storage, the parts the sweep's commit log (search.db.commits,
+an OS file lock); on object storage, the parts the sweep's commit log (search.storage.commits,
 ``{root}/{sweep}/commits/``) has added and not removed. There a flush writes its parts (under
 names nobody else uses), then commits them all in one entry, so the tables change together
 or not at all, and a driver that lost the sweep cannot make a part visible: its commit is
@@ -32,12 +32,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from . import storage
-from .commits import SWEEP_LOG, CommitLog
+from ..storage import uri as storage
+from ..storage.commits import SWEEP_LOG, CommitLog
 from .errors import StoreError, UsageError
 from .schema import (EPOCHS, EVALS, METADATA_KEY, SCHEMA_VERSION, TABLES, TRIALS, EpochRow,
                      EvalRow, Table, TrialRow, file_metadata)
-from .storage import DEFAULT_STORAGE
+from ..storage.uri import DEFAULT_STORAGE
 
 __all__ = ["TrialStore", "list_sweeps", "load_sweep", "load_trials", "load_epochs", "load_evals"]
 

@@ -2,8 +2,8 @@
 recorded grid sweep, in the compute they would have cost.
 
 A recorded table holds every config of a grid, trained to the end once per training seed, with
-each epoch's validation accuracies and seconds. Each strategy (search.strategy) runs as a sweep
-does, through the Tune experiment search.tuner.build_tuner builds (the same StudySearch over the
+each epoch's validation accuracies and seconds. Each strategy (search.tune.strategy) runs as a sweep
+does, through the Tune experiment search.tune.tuner.build_tuner builds (the same StudySearch over the
 same define-by-run space, sampler, scheduler and recorder), with one difference: its trainable
 looks the learning curve up instead of training, and the compute it reports is a simulated
 clock's.
@@ -19,7 +19,7 @@ clock's.
 - One trial runs at a time, so a replay is deterministic per seed and every decision sees every
   earlier result; simulated hours are compute (the sum of the epochs consumed), which is what a
   cluster bills, whatever the concurrency.
-- A trial reports only where a decision can be taken (search.strategy.decision_epochs: the
+- A trial reports only where a decision can be taken (search.tune.strategy.decision_epochs: the
   scheduler's rungs and the last epoch): neither ASHA nor the sampler reads the epochs between,
   and it keeps a 64-trial replay to seconds.
 
@@ -50,13 +50,13 @@ from space_defs import WRNConfig
 from space_defs.cli import Parser, UsageError, integer
 
 from ..spec import SweepSpec
-from ..strategy import STRATEGIES, decision_epochs
+from ..tune.strategy import STRATEGIES, decision_epochs
 from .table import HOUR, Table
 
 
 def strategy_spec(recorded: SweepSpec, strategy: str, *, seed: int, trials: int,
                   grace_period: int, reduction_factor: int) -> SweepSpec:
-    """The sweep a replay of ``strategy`` (a search.strategy.STRATEGIES name) runs: the
+    """The sweep a replay of ``strategy`` (a search.tune.strategy.STRATEGIES name) runs: the
     recorded sweep's, with the strategy's sampler and scheduler, one trial at a time."""
     sampler, scheduler = STRATEGIES[strategy]
     return dataclasses.replace(
@@ -147,7 +147,7 @@ def replay(table: Table, strategy: str, seed: int, *, budget_seconds: float, sto
     under ``storage``; with ``baselines``, a sampler other than the grid runs the sweep's
     baselines first, as a sweep does."""
     from ..sweep.files import Segment, SweepDir
-    from ..tuner import build_tuner
+    from ..tune.tuner import build_tuner
 
     spec = strategy_spec(table.spec, strategy, seed=seed, trials=20 * len(table.curves),
                          grace_period=grace_period, reduction_factor=reduction_factor)

@@ -4,7 +4,7 @@
 ``tune-2``, ...: a rerun with more ``--trials`` adds one, and ``--confirm`` one of confirmation
 runs, ``confirm-N``), the Optuna study and ``db/`` (the trial database).
 
-On object storage the two files are entries of the sweep's commit log (search.db.commits), so
+On object storage the two files are entries of the sweep's commit log (search.storage.commits), so
 only the driver holding the sweep can change them: the store refuses a commit of a driver
 that lost it. There each driver runs a segment's Tune experiment in a directory of its own,
 ``tune-N/g{generation}-{token}`` (``Segment.dir``), copied from the one before when it resumes:
@@ -18,8 +18,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..db import storage
-from ..db.commits import SWEEP_LOG, open_log
+from ..storage import uri as storage
+from ..storage.commits import SWEEP_LOG, open_log
 from ..db.errors import StoreError, UsageError
 from ..spec import SweepSpec
 
@@ -67,7 +67,7 @@ class SweepDir:
     def write(self, name: str, text: str) -> None:
         """Replace the file whole; LeaseLost if this driver no longer holds the sweep's lease
         (on object storage: the store refuses the commit of a driver that lost it)."""
-        from .lease import check_writer
+        from ..storage.lease import check_writer
 
         check_writer(self.uri)
         if not self.local:
@@ -79,7 +79,7 @@ class SweepDir:
     def tune_dir(self, segment: str) -> str:
         """Where this driver runs the segment's Tune experiment: on object storage a directory
         only the holder of the sweep's lease uses (see the module's docstring)."""
-        from .lease import held_lease
+        from ..storage.lease import held_lease
 
         lease = held_lease(self.uri)
         return segment if self.local or lease is None else f"{segment}/{lease.namespace}"

@@ -4,7 +4,7 @@ Local disk: Optuna's own journal file, ``optuna.journal`` in the sweep directory
 sweep so far has; ``optuna-dashboard runs/NAME/optuna.journal`` opens it).
 
 Object storage, where nothing can be appended to: the same journal as the sweep's study log,
-``optuna-log/`` (search.db.commits): each append is one entry holding its journal logs, created
+``optuna-log/`` (search.storage.commits): each append is one entry holding its journal logs, created
 by a put-if-absent, so the store itself refuses an append of a driver that lost the sweep (the
 driver that took over committed a takeover entry there first). A killed driver leaves whole
 entries only, and the next driver reads every earlier trial: from segments (one object per few
@@ -36,10 +36,10 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
 from space_defs.cli import Parser, UsageError
 
-from ..db import storage
-from ..db.commits import STUDY_LOG, CommitLog, open_log
+from ..storage import uri as storage
+from ..storage.commits import STUDY_LOG, CommitLog, open_log
 from ..db.errors import StoreError
-from .lease import check_writer, held_lease
+from ..storage.lease import check_writer, held_lease
 
 __all__ = ["open_study_storage", "ObjectJournalBackend", "read_journal", "export", "flush",
            "JOURNAL_FILE", "STUDY_LOG"]
@@ -129,7 +129,7 @@ class ObjectJournalBackend(BaseJournalBackend):
         lease = held_lease(self.uri)
         if lease is None:
             raise UsageError(f"the study of {self.uri} is written only by the sweep's driver, "
-                             "which holds its lease (search.sweep.lease.sweep_lock)")
+                             "which holds its lease (search.storage.lease.sweep_lock)")
         journal = self._journal()
         with journal.lock:
             check_writer(self.uri)

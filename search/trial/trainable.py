@@ -78,8 +78,8 @@ class Fence:
     def current(self) -> bool:
         """Whether that driver still holds the sweep (one GET of the lease object); a store
         that cannot be read says nothing, and the trial goes on."""
-        from ..sweep.lease import LEASE_FILE
-        from ..sweep.lease_s3 import s3_client
+        from ..storage.lease import LEASE_FILE
+        from ..storage.s3_lease import s3_client
 
         try:
             client, bucket, key = s3_client(self.sweep_uri, LEASE_FILE)

@@ -178,7 +178,7 @@ def arm_driver(faults: list[Fault]) -> None:
 
     for fault in faults:
         if fault.at == "lease" and fault.action == "ttl":
-            from search.sweep import lease
+            from search.storage import lease
 
             lease.DEFAULT_TTL = fault.seconds
         if fault.at == "lease" and fault.action == "stall":
@@ -230,7 +230,7 @@ def arm_driver(faults: list[Fault]) -> None:
 def _old_order() -> None:
     """The recorder before: trials flushed before epochs; and a trial's last result recorded
     together with its end (the writer thread held off meanwhile), so that they share a flush."""
-    from search import recorder
+    from search.tune import recorder
     from search.db import store
 
     store.FLUSH_ORDER = ("trials", "epochs", "evals")
@@ -262,7 +262,7 @@ def _statuses(path) -> set[str]:
 def _stall_lease(signum, frame) -> None:
     import threading
 
-    from search.sweep import lease
+    from search.storage import lease
 
     hang = threading.Event()
     for held in list(lease._HELD.values()):

@@ -123,7 +123,7 @@ def test_the_driver_checks_its_input_without_importing_torch():
     """The driver never trains: checking a spec (attack names included) and building the Tuner
     must not pay for torch's import (seconds on 2 cores, before the first trial can start)."""
     code = ("import sys; from search.spec import SweepSpec; import search.run, search.driver, "
-            "search.tuner, search.recorder, search.trial.trainable, search.final_eval; "
+            "search.tune.tuner, search.tune.recorder, search.trial.trainable, search.final_eval; "
             "SweepSpec(name='s', budget=60_000, dataset='digits', max_blocks=2, channel_multiple=4, "
             "final_attacks=('pgd20', 'cw', 'aa')).check(); "
             "print('torch' in sys.modules)")

@@ -27,7 +27,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from search.provenance import code_version
+from search.db.provenance import code_version
 from tests.harness.fake_cluster import fake_config
 
 ROOT = Path(__file__).parents[2]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from search import docs
-from search.sweep import lease_s3
+from search.storage import s3_lease as lease_s3
 from search.trial import retry
 from trainer.status import NOT_COUNTED, Status
 
@@ -63,7 +63,7 @@ def test_the_statuses_the_hand_written_docs_name_are_the_code_s():
 
 
 def _our_modules() -> dict[str, list[str]]:
-    """Each module of the project by its last name part (``tune_state``: search.sweep.tune_state)."""
+    """Each module of the project by its last name part (``tune_state``: search.tune.tune_state)."""
     import pkgutil
 
     import search
@@ -95,10 +95,10 @@ def _resolves(module: str, attributes: list[str]) -> bool:
 
 
 def test_every_name_of_our_code_the_docs_give_exists():
-    """`tune_state.resume_from_checkpoints_that_exist`, `search.sweep.lease.sweep_lock`: a name
+    """`tune_state.resume_from_checkpoints_that_exist`, `search.storage.lease.sweep_lock`: a name
     whose first part is one of our modules (by its last name part, or in full) resolves in one
     of them, so a rename or a move cannot leave the docs naming what is gone."""
-    from search.sweep.lease import LEASE_FILE, LOCK_FILE
+    from search.storage.lease import LEASE_FILE, LOCK_FILE
 
     modules = _our_modules()
     every_module = {m for ms in modules.values() for m in ms}
@@ -110,7 +110,7 @@ def test_every_name_of_our_code_the_docs_give_exists():
             if name in (LEASE_FILE, LOCK_FILE) or parts[-1] in {"py", "md", "json", "yaml", "toml", "pt"}:
                 continue  # a file's name
             candidates = [(m, parts[1:]) for m in modules.get(parts[0], [])]
-            for depth in range(len(parts) - 1, 0, -1):  # search.sweep.lease.sweep_lock
+            for depth in range(len(parts) - 1, 0, -1):  # search.storage.lease.sweep_lock
                 if ".".join(parts[:depth]) in every_module:
                     candidates.append((".".join(parts[:depth]), parts[depth:]))
                     break

@@ -1,11 +1,11 @@
-"""The sweep's lock on a local or shared file system (search.sweep.lease_local)."""
+"""The sweep's lock on a local or shared file system (search.storage.local)."""
 
 import errno
 import os
 
 import pytest
 
-from search.sweep.lease import sweep_lock
+from search.storage.lease import sweep_lock
 
 
 @pytest.mark.parametrize("code", [errno.ENOLCK, errno.ENOSYS])

@@ -4,7 +4,7 @@ trainer's model-selection rule (in process, no Ray cluster)."""
 from types import SimpleNamespace
 
 from search.db.store import TrialStore, load_trials
-from search.recorder import SweepRecorder
+from search.tune.recorder import SweepRecorder
 from search.spec import demo
 from space_defs import baselines
 

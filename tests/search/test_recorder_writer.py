@@ -1,4 +1,4 @@
-"""The recorder's database writes off Tune's thread (search.recorder._Writer), the lease guard on
+"""The recorder's database writes off Tune's thread (search.tune.recorder._Writer), the lease guard on
 every write, and Tune's snapshot remembering checkpoints deleted after it: in process, no Ray
 cluster, no server."""
 
@@ -10,8 +10,8 @@ import time
 import pytest
 
 from search.db.store import TrialStore, load_epochs, load_trials
-from search.sweep.lease import LeaseLost, sweep_lock
-from search.recorder import SweepRecorder, _Writer, open_store
+from search.storage.lease import LeaseLost, sweep_lock
+from search.tune.recorder import SweepRecorder, _Writer, open_store
 from search.spec import demo
 
 from .db.test_store import epoch, parts, trial

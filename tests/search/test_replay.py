@@ -1,5 +1,5 @@
 """search.replay on a small recorded grid: deterministic per seed, through the sweep's own Tune
-experiment (search.tuner.build_tuner: the queued baselines run first), and its simulated clock
+experiment (search.tune.tuner.build_tuner: the queued baselines run first), and its simulated clock
 charges each epoch consumed one cost per config (the median of its seeds' seconds)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from search.grid.replay import events, hours_to, strategy_spec
 from search.grid.table import Curve, Table
 from search.spec import demo
-from search.strategy import decision_epochs
+from search.tune.strategy import decision_epochs
 from tests.harness.grid import EPOCHS, run_replay, record_grid
 
 

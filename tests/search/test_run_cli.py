@@ -114,7 +114,7 @@ def test_plan_segments(segments, recorded, trials, expected):
 
 
 def test_trials_at_once_default_to_the_cluster_and_never_exceed_the_trials_left():
-    from search.tuner import max_concurrent_in
+    from search.tune.tuner import max_concurrent_in
 
     assert spec_of("--budget", "36M").max_concurrent is None  # resolved by the driver
     assert spec_of("--budget", "36M", "--max-concurrent", "3").max_concurrent == 3

@@ -1,4 +1,4 @@
-"""search.strategy: one registry of samplers and schedulers; SweepSpec checks its names against
+"""search.tune.strategy: one registry of samplers and schedulers; SweepSpec checks its names against
 it, the tuner builds from it, and a scheduler's decision epochs are read from the scheduler."""
 
 import dataclasses
@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from search.spec import demo
-from search.strategy import SAMPLERS, SCHEDULERS, STRATEGIES, decision_epochs, sampler, scheduler
+from search.tune.strategy import SAMPLERS, SCHEDULERS, STRATEGIES, decision_epochs, sampler, scheduler
 
 
 def test_the_spec_accepts_exactly_the_registered_names():

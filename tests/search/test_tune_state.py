@@ -5,7 +5,7 @@ import pickle
 import pytest
 
 from search.sweep.files import Segment, SweepDir
-from search.sweep.tune_state import resume_from_checkpoints_that_exist, set_aside_unreadable_state
+from search.tune.tune_state import resume_from_checkpoints_that_exist, set_aside_unreadable_state
 
 
 def test_a_torn_tune_snapshot_is_set_aside_whole(tmp_path):

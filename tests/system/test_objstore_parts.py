@@ -1,5 +1,5 @@
 """The sweep's study (search.sweep.study), trial database (search.db.store) and driver lock
-(search.sweep.lease) on real S3 API servers on 127.0.0.1, each suite once on moto's server and once
+(search.storage.lease) on real S3 API servers on 127.0.0.1, each suite once on moto's server and once
 on SeaweedFS (tests/harness/s3.py: ``any_s3``), each driver a process of its own, killed,
 paused and starved for real; replies lost, held back and answered 409 by the relay in front of
 the server (tests/harness/relay.py)."""
@@ -23,12 +23,13 @@ import optuna
 import pyarrow.fs as pafs
 import pytest
 
-from search.db import commits, load_trials
-from search.db.commits import STUDY_LOG, SWEEP_LOG, open_log
+from search.db import load_trials
+from search.storage import commits
+from search.storage.commits import STUDY_LOG, SWEEP_LOG, open_log
 from search.db.errors import StoreError
-from search.db.storage import join
-from search.sweep.lease import LEASE_FILE, SweepBusy, sweep_lock
-from search.sweep.lease_s3 import s3_client
+from search.storage.uri import join
+from search.storage.lease import LEASE_FILE, SweepBusy, sweep_lock
+from search.storage.s3_lease import s3_client
 from search.sweep.study import JOURNAL_FILE, open_study_storage, read_journal
 from search.trial.trainable import Fence
 from space_defs.cli import UsageError
@@ -495,7 +496,7 @@ def test_local_disk_keeps_the_file_lock_and_journal_file(tmp_path):
 def test_store_that_ignores_conditional_writes_is_refused(s3_bucket, monkeypatch):
     """A store that drops If-None-Match / If-Match (as older S3 clones do) keeps no one out: the
     lease is refused there rather than trusted. Here the headers are stripped on their way out."""
-    from search.sweep import lease_s3 as lease_module
+    from search.storage import s3_lease as lease_module
 
     real = lease_module.s3_client
 
@@ -555,7 +556,7 @@ def test_resumed_searcher_when_the_study_is_ahead_of_tunes_snapshot(tmp_path):
     every resume) nor leaves a trial asked just before the kill running for ever."""
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.tuner import StudySearch
+    from search.tune.tuner import StudySearch
 
     uri = str(tmp_path / "demo")
 

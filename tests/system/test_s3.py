@@ -22,10 +22,10 @@ import pytest
 
 from search.db import load_epochs, load_evals, load_trials
 from search.db.errors import UsageError
-from search.db.commits import STUDY_LOG, SWEEP_LOG, open_log
-from search.db.storage import join
-from search.sweep.lease import LEASE_FILE
-from search.sweep.lease_s3 import s3_client
+from search.storage.commits import STUDY_LOG, SWEEP_LOG, open_log
+from search.storage.uri import join
+from search.storage.lease import LEASE_FILE
+from search.storage.s3_lease import s3_client
 from search.sweep.study import open_study_storage
 from search.sweep.files import SweepDir
 from tests.harness import faults, ray_nodes

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from search.sweep.tune_state import resume_from_checkpoints_that_exist
+from search.tune.tune_state import resume_from_checkpoints_that_exist
 
 
 def count_to_eight(config):

@@ -3,7 +3,7 @@ import os
 import pyarrow.fs as pafs
 import pytest
 
-from search.db import storage
+from search.storage import uri as storage
 from search.db.errors import UsageError
 
 MINIO = "s3://bucket/runs?endpoint_override=localhost:9000&scheme=http&region=us-east-1"

@@ -16,7 +16,7 @@ the commit logs are written with boto3; every other file of a sweep goes through
 What fences a holder that lost its lease is the store, not a check: each holder has a
 generation (one more than the lease it replaced, taken by the conditional write that took the
 lease) and, once it holds the lease, commits a takeover entry at the end of each of the sweep's
-commit logs (search.db.commits): the study journal, and the log of the trial database's parts
+commit logs (search.storage.commits): the study journal, and the log of the trial database's parts
 and the sweep's files. Every later commit of an earlier holder lands on a taken slot and is
 refused by the store, however long that holder was paused. The holder also gives up on its own
 before anyone else can take over: a watchdog thread marks the lease lost once it has not been
@@ -42,9 +42,9 @@ from urllib.parse import parse_qsl
 
 from space_defs.cli import UsageError
 
-from ..db import storage
-from ..db.commits import LOGS, json_object, open_log
-from ..db.errors import StoreError
+from . import uri as storage
+from .commits import LOGS, json_object, open_log
+from .errors import StoreError
 
 from .lease import DEFAULT_TTL, LEASE_FILE, Lease, LeaseLost, _busy
 
@@ -216,7 +216,7 @@ class S3Lease(Lease):
         for name in LOGS:
             open_log(self.uri, name).take_over(self, about)
 
-    # -- the commit logs' writer (search.db.commits.LogWriter) ---------------------------------
+    # -- the commit logs' writer (search.storage.commits.LogWriter) ---------------------------------
     def put_if_absent(self, path: str, data: bytes) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 

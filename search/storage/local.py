@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from space_defs.cli import UsageError
 
-from ..db import storage
+from . import uri as storage
 from .lease import LOCK_FILE, OWNER_FILE, Lease, _busy
 
 

@@ -18,7 +18,7 @@ written by the log's writer every SEGMENT entries; entries never change, so a se
 same whoever writes it, and needs no fence). A reader takes the segments chained from 0 that
 reach furthest, then the entries after them.
 
-Reading needs pyarrow alone; committing needs a ``writer`` (search.sweep.lease: the lease holder),
+Reading needs pyarrow alone; committing needs a ``writer`` (search.storage.lease: the lease holder),
 which can put an object only if absent.
 """
 
@@ -247,7 +247,7 @@ def open_log(sweep_uri: str, name: str, *, shared: bool = True) -> CommitLog:
     """The log ``name`` (one of LOGS) of the sweep whose directory is ``sweep_uri`` (a URI with
     its '?options'). ``shared``: the one object of this process, which its lease holder
     commits through; else a fresh reader."""
-    from . import storage
+    from . import uri as storage
 
     if not shared:
         fs, path = storage.resolve(sweep_uri)

@@ -36,12 +36,12 @@ from trainer.report import METRICS as EPOCH_FIELDS
 from trainer.report import best_epoch
 from trainer.status import Status
 
-from .db.schema import SEARCH, EpochRow, TrialRow
-from .db.storage import join
-from .sweep.lease import writer_guard
-from .provenance import code_version, library_versions
-from .spec import SweepSpec
-from .trial.trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS, TrialRun
+from ..db.schema import SEARCH, EpochRow, TrialRow
+from ..storage.uri import join
+from ..storage.lease import writer_guard
+from ..db.provenance import code_version, library_versions
+from ..spec import SweepSpec
+from ..trial.trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS, TrialRun
 
 
 def _now() -> dt.datetime:
@@ -144,8 +144,8 @@ class SweepRecorder(tune.Callback):
         if self._synced:
             return
         self._synced = True
-        from .db.storage import is_local
-        from .sweep.tune_state import resume_from_checkpoints_that_exist
+        from ..storage.uri import is_local
+        from .tune_state import resume_from_checkpoints_that_exist
 
         # On object storage a driver that lost the sweep may have logged checkpoints after
         # Tune's snapshot: only those the snapshot names are trusted there.
@@ -220,7 +220,7 @@ class SweepRecorder(tune.Callback):
             self._end(trial, errored=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from .trial.retry import describe_error, is_node_loss, trial_error
+        from ..trial.retry import describe_error, is_node_loss, trial_error
 
         if self._environment_failed(trial):
             return
@@ -231,7 +231,7 @@ class SweepRecorder(tune.Callback):
     def _environment_failed(self, trial) -> bool:
         """A trial that failed for its node's environment, not its config (EnvironmentProblem):
         recorded as env_failed (not one of --trials), and the sweep stops (environment_stop)."""
-        from .trial.retry import environment_problem, trial_error
+        from ..trial.retry import environment_problem, trial_error
 
         problem = environment_problem(trial_error(trial))
         if problem is None:
@@ -260,7 +260,7 @@ class SweepRecorder(tune.Callback):
 
     def _recorded(self) -> dict[str, dict[str, Any]]:
         if self._earlier is None:
-            from .db import load_epochs, load_trials
+            from ..db import load_epochs, load_trials
 
             self.writer.drain()
             self.store.flush()  # (nothing buffered) opened: its tables exist, the sweep is known
@@ -360,7 +360,7 @@ def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
     resume (its snapshot was torn, or never written); returns how many there were."""
     import dataclasses
 
-    from .db import list_sweeps, load_trials
+    from ..db import list_sweeps, load_trials
 
     if sweep not in list_sweeps(storage):
         return 0
@@ -383,9 +383,9 @@ def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
 def open_store(storage: str, sweep: str):
     """The sweep's TrialStore as its driver writes it: every write checks the driver's lease,
     and on object storage its parts become visible through the sweep's commit log."""
-    from .db import TrialStore
-    from .db.commits import SWEEP_LOG, open_log
-    from .db.storage import is_local
+    from ..db import TrialStore
+    from ..storage.commits import SWEEP_LOG, open_log
+    from ..storage.uri import is_local
 
     uri = join(storage, sweep)
     log = None if is_local(uri) else open_log(uri, SWEEP_LOG)
@@ -474,7 +474,7 @@ def _tune_results(trial) -> list[dict[str, Any]]:
     """Every result Tune logged for the trial (its result.json in storage), then those its
     snapshot holds: the results of the checkpoints it keeps (the newest, which the trial
     resumes from, among them) and its last."""
-    from .sweep.tune_state import logged_results
+    from .tune_state import logged_results
 
     manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
     kept = [r.metrics for r in getattr(manager, "_checkpoint_results", None) or [] if r.metrics]
@@ -482,6 +482,6 @@ def _tune_results(trial) -> list[dict[str, Any]]:
 
 
 def _failure(trial) -> str:
-    from .trial.retry import describe_error, trial_error
+    from ..trial.retry import describe_error, trial_error
 
     return describe_error(trial_error(trial))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .spec import SweepSpec
+    from ..spec import SweepSpec
 
 
 def _tpe(spec: SweepSpec, seed: int):

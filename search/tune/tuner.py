@@ -16,12 +16,12 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from .trial.retry import failure_config
+from ..trial.retry import failure_config
 from .recorder import SweepRecorder
-from .spec import SweepSpec
+from ..spec import SweepSpec
 from .strategy import sampler, scheduler
-from .sweep.files import Segment, SweepDir
-from .trial.trainable import Fence, TrialRun, train_trial
+from ..sweep.files import Segment, SweepDir
+from ..trial.trainable import Fence, TrialRun, train_trial
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class StudySearch(OptunaSearch):
     def suggest(self, trial_id: str):
         """Optuna's ask, with the logs that fill in the new trial written at once, in one go
         (search.sweep.study holds them back until here)."""
-        from .sweep.study import flush
+        from ..sweep.study import flush
 
         try:
             return super().suggest(trial_id)
@@ -106,8 +106,8 @@ class FixedRuns(Searcher):
         self.given = 0
 
     def suggest(self, trial_id: str):
-        from .db import load_trials
-        from .sweep.confirm import confirmation_runs
+        from ..db import load_trials
+        from ..sweep.confirm import confirmation_runs
 
         needed = {(run.arch, run.seed) for run in
                   confirmation_runs(self.spec, load_trials(self.storage, self.spec.name))}
@@ -144,7 +144,7 @@ class SweepSearch(SearchGenerator):
 
         import pyarrow.fs as pafs
 
-        from .sweep.lease import held_lease
+        from ..storage.lease import held_lease
 
         storage = self._experiment.storage
         if isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
@@ -169,7 +169,7 @@ def open_study(spec: SweepSpec, sweep: SweepDir, *, enqueue_baselines: bool):
     the segment is restarted). It lives in the sweep directory (search.sweep.study: a journal file on
     local disk, a chain of journal objects on object storage), so a resumed or extended sweep's
     sampler knows every earlier trial; only the driver holding the sweep's lease writes it."""
-    from .sweep.study import open_study_storage
+    from ..sweep.study import open_study_storage
 
     storage = open_study_storage(sweep.uri)
     study = optuna.create_study(storage=storage, study_name=spec.name, directions=directions(spec),
@@ -206,7 +206,7 @@ def max_concurrent_in(spec: SweepSpec, segment: Segment) -> int:
 def trial_fence(sweep: SweepDir) -> Fence | None:
     """What a trial checks before it writes a checkpoint: on object storage, that its driver
     still holds the sweep (its generation is the lease's), else it ends without writing."""
-    from .sweep.lease import held_lease
+    from ..storage.lease import held_lease
 
     lease = held_lease(sweep.uri)
     if sweep.local or lease is None:

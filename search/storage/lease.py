@@ -4,7 +4,7 @@ Local disk: a FileLock (lease_local.py). Object storage: a lease object taken an
 the store's conditional writes, with a generation that fences the commits of a driver that lost
 it (lease_s3.py). Every writer of the sweep calls ``check_writer(uri)`` first, the one guard: it
 stops a driver that knows it lost the sweep before it writes; on object storage what makes the
-write of one that does not know invisible is the store (search.db.commits).
+write of one that does not know invisible is the store (search.storage.commits).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from contextlib import contextmanager
 
 from space_defs.cli import UsageError
 
-from ..db import storage
-from ..db.commits import Fenced
+from . import uri as storage
+from .commits import Fenced
 
 
 __all__ = ["sweep_lock", "Lease", "SweepBusy", "LeaseLost", "held_lease", "check_writer", "writer_guard",
@@ -148,11 +148,11 @@ def sweep_lock(sweep_uri: str, name: str, *, ttl: float | None = None, wait: flo
     k = storage.location(sweep_uri)
     ttl = DEFAULT_TTL if ttl is None else ttl
     if storage.is_local(sweep_uri):
-        from .lease_local import LocalLease
+        from .local import LocalLease
 
         lease: Lease = LocalLease(sweep_uri, name, ttl)
     else:
-        from .lease_s3 import S3Lease
+        from .s3_lease import S3Lease
 
         lease = S3Lease(sweep_uri, name, ttl, on_lost)
     with _HELD_LOCK:

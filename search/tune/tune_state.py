@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.fs as pafs
 
-from .files import Segment, SweepDir
+from ..sweep.files import Segment, SweepDir
 
 TUNE_STATE = re.compile(r"(experiment_state|search_gen_state|searcher-state|callback-states)-(.+)\.(json|pkl)")
 

@@ -1,0 +1,1 @@
+"""Where a sweep's files live: local disk or object storage."""
