@@ -254,7 +254,7 @@ def main_study(n: int, storage: str) -> None:
     from search.storage.lease import sweep_lock
     from search.spec import SweepSpec
     from search.sweep.study import _JOURNALS, flush, open_study_storage
-    from search.tune.tuner import DefineByRun
+    from search.tune.searchers import DefineByRun
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = SweepSpec(name=f"bench-study-{secrets.token_hex(3)}", budget=30_000, dataset="digits",

@@ -10,13 +10,14 @@ from trainer import status
 from trainer.atomic import write_atomic
 from trainer.status import NOT_COUNTED, Status
 
-from .storage import s3_lease as lease_s3
+from .storage import s3_lease
 from .trial import retry
+from .tune import failures
 from .db.docs import markdown_table
 
 ROOT = Path(__file__).parents[1]
 PATH = ROOT / "docs" / "RELIABILITY.md"
-SOURCES = (lease_s3, retry, status)  # what this file renders, named in it as where to edit
+SOURCES = (s3_lease, failures, retry, status)  # what this file renders, named in it as where to edit
 
 HEAD = """\
 # Reliability: the numbers
@@ -76,7 +77,7 @@ LEASE_ROWS = {  # LeaseTimes attribute -> what it is
 }
 
 
-def lease_table(times: lease_s3.LeaseTimes) -> str:
+def lease_table(times: s3_lease.LeaseTimes) -> str:
     return markdown_table(["what", "seconds", "in the code"],
                           [[what, f"{getattr(times, name):g}", f"`LeaseTimes.{name}`"]
                            for name, what in LEASE_ROWS.items()])
@@ -85,8 +86,8 @@ def lease_table(times: lease_s3.LeaseTimes) -> str:
 def retry_table() -> str:
     return markdown_table(["what", "times", "in the code"], [
         ["a trial whose node is lost (spot preemption, a dead worker) resumes from its last "
-         "epoch checkpoint on another node, at most", str(retry.NODE_LOSS_RETRIES),
-         f"`{retry.__name__}.NODE_LOSS_RETRIES`"],
+         "epoch checkpoint on another node, at most", str(failures.NODE_LOSS_RETRIES),
+         f"`{failures.__name__}.NODE_LOSS_RETRIES`"],
         ["a trial's own errors (an exception in training) are retried from its last epoch "
          "checkpoint, then it is recorded `failed`", str(retry.OWN_ERROR_RETRIES),
          f"`{retry.__name__}.OWN_ERROR_RETRIES`"],
@@ -94,12 +95,12 @@ def retry_table() -> str:
 
 
 def render() -> str:
-    times = lease_s3.LeaseTimes()
+    times = s3_lease.LeaseTimes()
     sources = ", ".join(str(Path(m.__file__).relative_to(ROOT)) for m in SOURCES)
     not_counted = ", ".join(f"`{s}`" for s in Status if s in NOT_COUNTED)
     return "\n".join([
-        HEAD.format(sources=sources, lease=lease_s3.__name__), lease_table(times),
-        LEASE_AFTER.format(lapses=times.lapses_after, retry=retry.__name__), retry_table(),
+        HEAD.format(sources=sources, lease=s3_lease.__name__), lease_table(times),
+        LEASE_AFTER.format(lapses=times.lapses_after, retry=failures.__name__), retry_table(),
         STATUSES.format(not_counted=not_counted, status=status.__name__)])
 
 

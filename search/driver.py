@@ -46,7 +46,8 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
 
     from .db import list_sweeps, load_trials
     from .db.schema import SEARCH
-    from .tune.recorder import EnvironmentStop, environment_problem, mark_lost
+    from .tune.recorder import EnvironmentStop, environment_problem
+    from .tune.writer import mark_lost
     from .sweep.confirm import confirmation_runs
     from .sweep.confirm import describe as describe_runs
     from .trial.trainable import TrialRun

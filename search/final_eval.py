@@ -7,10 +7,9 @@ Resumable: an (trial, attack) pair already in the evals table is not evaluated a
 from __future__ import annotations
 
 import datetime as dt
-import os
 import tempfile
 
-from .storage import uri as storage
+from .storage import open_storage
 from .db.schema import EvalRow
 from .spec import SweepSpec
 
@@ -39,18 +38,13 @@ def evaluate_remote(sweep_uri: str, path: str, attacks: tuple[str, ...], data_di
     (trainer.protocols), yielding a dict per attack (and AutoAttack component) as it finishes:
     accuracy, its own seconds, the time left, n, eps, steps, step size. On
     a granted GPU CUDA must be able to use, as for trials (search.trial.device.trial_device)."""
-    import pyarrow.fs as pafs
-
     from trainer.evaluation import evaluation_steps
 
     from .trial.device import trial_device
 
     device = trial_device(fake_gpus=fake_gpus).device
-    fs, _ = storage.resolve(sweep_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        if not storage.is_local(sweep_uri):
-            pafs.copy_files(path, os.path.join(tmp, "best.pt"), source_filesystem=fs)
-            path = os.path.join(tmp, "best.pt")
+        path = open_storage(sweep_uri).local_file(path, tmp)
         for done in evaluation_steps(path, attacks=attacks, split="test", data_dir=data_dir,
                                      device=device, protocol=protocol):
             yield {"attack": done.attack, "accuracy": done.accuracy, "seconds": done.seconds,
@@ -99,9 +93,9 @@ def run_final_eval(spec: SweepSpec, sweep, *, data_dir: str, say=print) -> None:
 
     from space_defs.cli import UsageError
 
-    from .trial.retry import environment_problem
+    from .tune.failures import environment_problem
     from .db import load_evals, load_trials
-    from .tune.recorder import open_store
+    from .tune.writer import open_store
 
     names = [parse_attack(a).name for a in spec.final_attacks]
     top = final_eval_trials(spec, load_trials(sweep.storage, spec.name))

@@ -17,9 +17,8 @@ from trainer.recipe import Recipe
 from trainer.status import Status
 
 from .cluster.target import ATTACH_RULE
-from .trial.device import FAKE_GPUS_HELP
 from .cluster.place import SHARED_STORAGE_HELP
-from .spec import SweepSpec, demo
+from .spec import FAKE_GPUS_HELP, SweepSpec, demo
 
 
 def parser() -> argparse.ArgumentParser:

@@ -16,7 +16,6 @@ from trainer.protocols import PROTOCOLS
 from trainer.recipe import Recipe
 
 from .db.objectives import DIRECTIONS, Objective, described, parse_objectives
-from .trial.device import FAKE_GPUS_HELP
 from .tune.strategy import SAMPLERS, SCHEDULERS
 
 OBJECTIVES = ("val_robust_acc", "val_clean_acc", "params", "macs")  # what every trial reports
@@ -25,6 +24,12 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # sweep's results mean, and changing it is refused.
 RUN_FIELDS = ("trials", "max_concurrent", "gpus_per_trial", "cpus_per_trial", "fake_gpus",
               "final_eval", "final_attacks", "final_protocol", "confirm", "confirm_seeds")
+
+
+FAKE_GPUS_HELP = (
+    "allow GPUs that CUDA cannot use, such as Ray's fake ones (`ray start --num-gpus=N` or a "
+    "fake_multinode cluster on a machine without a GPU; for tests): a trial granted one trains "
+    "on the CPU and says so. Without it such a trial stops the sweep (exit 2)")
 
 
 @dataclass(frozen=True, kw_only=True)

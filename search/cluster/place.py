@@ -248,9 +248,9 @@ def check_storage(storage: str, place: Place, *, shared: bool = False) -> None:
     (or, as the autoscaler adds them, will be) on more than one machine: trials on the other
     machines cannot write their checkpoints there. ``shared`` (--shared-storage) declares the
     path a mount that every node sees at the same place."""
-    from ..storage.uri import is_local
+    from ..storage import open_storage
 
-    if not is_local(storage) or shared or not place.multi_host:
+    if open_storage(storage).reaches_every_node or shared or not place.multi_host:
         return
     if len(place.hosts) > 1:
         why = f"this Ray cluster's nodes are on {len(place.hosts)} machines ({', '.join(place.hosts)})"

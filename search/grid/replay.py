@@ -51,6 +51,7 @@ from space_defs.cli import Parser, UsageError, integer
 
 from ..spec import SweepSpec
 from ..tune.strategy import STRATEGIES, decision_epochs
+from .summary import Event
 from .table import HOUR, Table
 
 
@@ -127,20 +128,6 @@ class ComputeCap:
         return _Cap()
 
 
-@dataclass(frozen=True)
-class Event:
-    """A trial of a replay, in the order it ran."""
-
-    index: int
-    arch: WRNConfig
-    curve_seed: int
-    epochs: int
-    seconds: float  # simulated seconds of the epochs it consumed
-    hours: float  # simulated compute when it ended: every earlier trial's and its own
-    incumbent: WRNConfig | None
-    regret: float  # table best's score minus the incumbent's (none yet: minus the worst config's)
-
-
 def replay(table: Table, strategy: str, seed: int, *, budget_seconds: float, storage: str,
            grace_period: int = 0, reduction_factor: int = 4, baselines: bool = True) -> list[Event]:
     """One replay of ``strategy`` until its trials have consumed ``budget_seconds``, as a sweep
@@ -182,11 +169,6 @@ def events(table: Table, trials: Sequence[tuple[WRNConfig, int, int, float]]) ->
         regret = best - (table.score(incumbent) if incumbent else worst)
         out.append(Event(index, arch, curve_seed, epochs, seconds, spent / HOUR, incumbent, regret))
     return out
-
-
-def hours_to(run: Sequence[Event], hit) -> float | None:
-    """Simulated hours until ``hit(incumbent)`` (e.g. ``table.near_best``); None: never."""
-    return next((e.hours for e in run if e.incumbent is not None and hit(e.incumbent)), None)
 
 
 # -- the command ---------------------------------------------------------------------------------

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from space_defs import WRNConfig
 
 from .stats import median_interval
 from .table import HOUR, Table
@@ -16,7 +20,25 @@ from .table import HOUR, Table
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .replay import Event
+
+@dataclass(frozen=True)
+class Event:
+    """A trial of a replay, in the order it ran."""
+
+    index: int
+    arch: WRNConfig
+    curve_seed: int
+    epochs: int
+    seconds: float  # simulated seconds of the epochs it consumed
+    hours: float  # simulated compute when it ended: every earlier trial's and its own
+    incumbent: WRNConfig | None
+    regret: float  # table best's score minus the incumbent's (none yet: minus the worst config's)
+
+
+
+def hours_to(run: Sequence[Event], hit) -> float | None:
+    """Simulated hours until ``hit(incumbent)`` (e.g. ``table.near_best``); None: never."""
+    return next((e.hours for e in run if e.incumbent is not None and hit(e.incumbent)), None)
 
 
 def summarise(table: Table, runs: dict[str, list[list[Event]]]) -> pd.DataFrame:
@@ -25,8 +47,6 @@ def summarise(table: Table, runs: dict[str, list[list[Event]]]) -> pd.DataFrame:
     and 95% interval of the median of the simulated hours until they did (a replay that never
     did counts as never, inf, not as left out)."""
     import pandas as pd
-
-    from .replay import hours_to
 
     grid_hours = table.grid_seconds / HOUR
     targets = {"near": table.near_best, "best": lambda cfg: cfg in table.top}

@@ -1,6 +1,8 @@
-"""Local disk: ``driver.lock`` in the sweep directory, a FileLock (the OS releases it when the
-process dies, however it dies). Beside it ``driver.json`` names the holder for the message a
-second driver gets.
+"""Local disk (a path or file://, a shared mount included): the sweep's files are plain files,
+written whole by a rename; the study is Optuna's JournalFileBackend; the lease is
+``driver.lock`` in the sweep directory, a FileLock (the OS releases it when the process dies,
+however it dies). Beside it ``driver.json`` names the holder for the message a second driver
+gets.
 """
 
 from __future__ import annotations
@@ -15,10 +17,40 @@ from datetime import datetime, timezone
 from space_defs.cli import UsageError
 
 from . import uri as storage
-from .lease import LOCK_FILE, OWNER_FILE, Lease, _busy
+from .base import Lease, Storage, busy
+
+LOCK_FILE = "driver.lock"  # the FileLock
+OWNER_FILE = "driver.json"  # who holds it (for the message only)
+JOURNAL_FILE = "optuna.journal"  # Optuna's JournalFileBackend file
 
 
 CANNOT_LOCK = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP})  # flock refused or missing
+
+
+class LocalStorage(Storage):
+    """A sweep directory on local disk or a shared mount."""
+
+    def read(self, name: str) -> str | None:
+        return storage.read_text(self.fs, f"{self.path}/{name}")
+
+    def write(self, name: str, text: str) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+        storage.write_bytes(self.fs, f"{self.path}/{name}", text.encode())
+
+    def lease(self, name, ttl, on_lost=None) -> LocalLease:
+        return LocalLease(self.uri, name, ttl)
+
+    def journal(self):
+        from optuna.storages.journal import JournalFileBackend
+
+        os.makedirs(self.path, exist_ok=True)
+        return JournalFileBackend(os.path.join(self.path, JOURNAL_FILE))
+
+    def journal_logs(self) -> list[dict]:
+        from optuna.storages.journal import JournalFileBackend
+
+        path = os.path.join(self.path, JOURNAL_FILE)
+        return list(JournalFileBackend(path).read_logs(0)) if os.path.exists(path) else []
 
 
 class LocalLease(Lease):
@@ -41,7 +73,7 @@ class LocalLease(Lease):
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise _busy(self.name, _local_holder(path)) from None
+            raise busy(self.name, _local_holder(path)) from None
         except OSError as e:
             if e.errno not in CANNOT_LOCK:
                 raise

@@ -38,15 +38,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl
 
 from space_defs.cli import UsageError
 
-from . import uri as storage
 from .commits import LOGS, json_object, open_log
 from .errors import StoreError
 
-from .lease import DEFAULT_TTL, LEASE_FILE, Lease, LeaseLost, _busy
+from .base import DEFAULT_TTL, Lease, LeaseLost, busy
+from .s3_client import _code, _refused, s3_client
+
+LEASE_FILE = "driver.lease"  # the lease object, in the sweep directory
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class S3Lease(Lease):
                     if (body.get("state") != "released" and not self._expired(body, modified, now)
                             and not _dead_here(body)):
                         until = modified + timedelta(seconds=self._lapses_after(body))
-                        raise _busy(self.name, f"lease held by {body.get('host', '?')} pid "
+                        raise busy(self.name, f"lease held by {body.get('host', '?')} pid "
                                                f"{body.get('pid', '?')} until "
                                                f"{until:%Y-%m-%dT%H:%M:%SZ}, renewed while it runs")
                     self.generation = int(body.get("gen", 0)) + 1
@@ -179,7 +180,7 @@ class S3Lease(Lease):
             self._deadline = self._sent[self._seq] + self.times.give_up_after
             break
         else:
-            raise _busy(self.name, "its lease changed hands while this driver tried to take it")
+            raise busy(self.name, "its lease changed hands while this driver tried to take it")
         self._check_conditional_writes()
         for target in (self._beat, self._watch):
             thread = threading.Thread(target=target, name=f"lease {self.name}", daemon=True)
@@ -369,50 +370,12 @@ def _dead_here(body: dict) -> bool:
         return False
 
 
-def _code(error) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _refused(error) -> bool:
-    """A conditional write the store refused: 412 (the condition does not hold) or 409
-    ConditionalRequestConflict (AWS: a concurrent conditional write to the key; retry)."""
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return status in (409, 412) or _code(error) in ("PreconditionFailed", "ConditionalRequestConflict",
-                                                    "412", "409")
-
-
-def s3_client(uri: str, name: str = "", *, timeout: float = 10.0, attempts: int = 2):
-    """(boto3 S3 client, bucket, key of ``name`` in the directory) for an s3:// URI, reaching the
-    same endpoint pyarrow does: the URI's options (endpoint_override, scheme, region,
-    tls_ca_file_path, tls_verify_certificates), else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and
-    the usual AWS credential chain (an instance profile on a cluster)."""
-    if not uri.startswith("s3://"):
-        raise UsageError(f"cannot lock a sweep at {uri!r}: a driver lease needs a local path or "
-                         "s3:// (conditional writes); choose --storage accordingly")
+def held_by(sweep_uri: str, generation: int) -> bool:
+    """Whether the lease object names ``generation`` as its holder, held; True when it cannot
+    be read (the holder's own fence still holds then)."""
     try:
-        import boto3
-        from botocore.config import Config
-    except ImportError:
-        raise UsageError("a sweep on s3:// needs boto3 for its driver lease: pip install boto3") from None
-    fs, path = storage.resolve(uri)  # UsageError for a URI pyarrow refuses, as everywhere
-    options = dict(parse_qsl(uri.partition("?")[2]))
-    endpoint_url = None
-    if options.get("endpoint_override"):
-        endpoint = options["endpoint_override"]
-        endpoint_url = endpoint if "://" in endpoint else f"{options.get('scheme', 'https')}://{endpoint}"
-    custom = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    verify: bool | str | None = None
-    if options.get("tls_ca_file_path"):
-        verify = options["tls_ca_file_path"]
-    if options.get("tls_verify_certificates", "").lower() in ("0", "false", "no"):
-        verify = False
-    config = Config(connect_timeout=max(1.0, timeout), read_timeout=max(1.0, timeout),
-                    retries={"max_attempts": attempts, "mode": "standard"},
-                    s3={"addressing_style": "path"} if custom else None,
-                    # no CRC headers on a tiny JSON object: S3 clones that predate them refuse them
-                    request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required")
-    client = boto3.client("s3", endpoint_url=endpoint_url, region_name=getattr(fs, "region", None) or None,
-                          verify=verify, config=config)
-    bucket, _, prefix = path.partition("/")
-    return client, bucket, "/".join(p for p in (prefix.strip("/"), name) if p)
+        client, bucket, key = s3_client(sweep_uri, LEASE_FILE)
+        body = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception:  # noqa: BLE001 - unreadable now: the driver's own fence still holds
+        return True
+    return body.get("gen") == generation and body.get("state") == "held"

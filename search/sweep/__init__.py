@@ -1,9 +1,6 @@
-"""The sweep's files on its storage and everything written under its lease:
+"""A sweep's own files and plans, on whatever storage holds it (search.storage):
 
     files.py        SweepDir: sweep.json, segments.json, a segment's Tune directory
-    lease.py        one driver per sweep (sweep_lock) and check_writer(), the one guard every
-                    writer calls; lease_local.py (a FileLock) and lease_s3.py (a lease object
-                    kept by conditional writes, whose generation fences the commit logs)
-    study.py        the sweep's Optuna study (a journal file, or a commit log on object storage)
-    tune_state.py   Tune's snapshot, checked and repaired before a restore
+    study.py        the sweep's Optuna study (python -m search.sweep.study export)
+    confirm.py      --confirm: the (config, seed) runs still to train
 """

@@ -18,8 +18,9 @@ import json
 import os
 from dataclasses import dataclass
 
+from ..storage import open_storage
 from ..storage import uri as storage
-from ..storage.commits import SWEEP_LOG, open_log
+from ..storage.base import check_writer, held_lease
 from ..db.errors import StoreError, UsageError
 from ..spec import SweepSpec
 
@@ -48,41 +49,26 @@ class SweepDir:
         self.storage = storage_uri if "://" in storage_uri else os.path.abspath(storage_uri)
         self.name = name
         self.uri = storage.join(self.storage, name)
-        self.fs, self.path = storage.resolve(self.uri)
-        self.local = storage.is_local(self.uri)
+        self.backend = open_storage(self.uri)  # local disk or object storage, decided here once
+        self.fs, self.path = self.backend.fs, self.backend.path
 
     def uri_of(self, *parts: str) -> str:
         """A file or directory of the sweep as a URI (Tune's storage_path, checkpoints)."""
         return storage.join(self.uri, *parts)
 
     def read(self, name: str) -> str | None:
-        if self.local:
-            return storage.read_text(self.fs, f"{self.path}/{name}")
-        log = open_log(self.uri, SWEEP_LOG)
-        if log.writer is None:  # the holder knows every entry: only it commits
-            log.sync()
-        return next((e["files"][name] for e in reversed(log.entries) if name in e.get("files", {})),
-                    None)
+        return self.backend.read(name)
 
     def write(self, name: str, text: str) -> None:
         """Replace the file whole; LeaseLost if this driver no longer holds the sweep's lease
         (on object storage: the store refuses the commit of a driver that lost it)."""
-        from ..storage.lease import check_writer
-
         check_writer(self.uri)
-        if not self.local:
-            open_log(self.uri, SWEEP_LOG).commit({"files": {name: text}})
-            return
-        self.fs.create_dir(self.path, recursive=True)
-        storage.write_bytes(self.fs, f"{self.path}/{name}", text.encode())
+        self.backend.write(name, text)
 
     def tune_dir(self, segment: str) -> str:
         """Where this driver runs the segment's Tune experiment: on object storage a directory
         only the holder of the sweep's lease uses (see the module's docstring)."""
-        from ..storage.lease import held_lease
-
-        lease = held_lease(self.uri)
-        return segment if self.local or lease is None else f"{segment}/{lease.namespace}"
+        return self.backend.tune_dir(segment, held_lease(self.uri))
 
     def check_writable(self) -> None:
         """StoreError, before anything runs, if the sweep directory cannot be written."""

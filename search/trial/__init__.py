@@ -1,3 +1,3 @@
 """What runs inside a trial: the trainable (trainable.py), the device it really runs on
-(device.py) and its retry policy (retry.py). The driver imports retry.py for Tune's
-FailureConfig and for telling a lost node from the trial's own error."""
+(device.py) and the count of its own errors (retry.py). The driver's side of the retry policy
+is search.tune.failures."""

@@ -10,12 +10,6 @@ from pathlib import Path
 from trainer.status import EnvironmentProblem
 
 
-FAKE_GPUS_HELP = (
-    "allow GPUs that CUDA cannot use, such as Ray's fake ones (`ray start --num-gpus=N` or a "
-    "fake_multinode cluster on a machine without a GPU; for tests): a trial granted one trains "
-    "on the CPU and says so. Without it such a trial stops the sweep (exit 2)")
-
-
 # The oldest NVIDIA driver each CUDA major version runs on (NVIDIA's CUDA compatibility table).
 MIN_DRIVER = {"12": "525.60.13", "13": "580.65.06"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tempfile
 from dataclasses import dataclass
@@ -68,33 +67,12 @@ def failure_result(error: BaseException, last: dict[str, Any] | None, arch: WRNC
             ERROR: f"{type(error).__name__}: {error}"[:500], NOTE: ""}
 
 
-@dataclass(frozen=True)
-class Fence:
-    """On object storage: the sweep and the lease generation of the driver that runs the trial."""
-
-    sweep_uri: str
-    generation: int
-
-    def current(self) -> bool:
-        """Whether that driver still holds the sweep (one GET of the lease object); a store
-        that cannot be read says nothing, and the trial goes on."""
-        from ..storage.lease import LEASE_FILE
-        from ..storage.s3_lease import s3_client
-
-        try:
-            client, bucket, key = s3_client(self.sweep_uri, LEASE_FILE)
-            body = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-        except Exception:  # noqa: BLE001 - unreadable now: the driver's own fence still holds
-            return True
-        return body.get("gen") == self.generation and body.get("state") == "held"
-
-
 class Superseded(Exception):
     """The trial's driver no longer holds the sweep: the trial ends without writing more."""
 
 
 def train_trial(config: dict[str, Any], *, spec: SweepSpec, data_dir: str,
-                fence: Fence | None = None) -> None:
+                fence=None) -> None:
     """Train the architecture in ``config``; resumes from Tune's checkpoint after a failure.
 
     Errors that a retry cannot fix (out of memory at this size, an invalid config) end the trial
@@ -105,8 +83,9 @@ def train_trial(config: dict[str, Any], *, spec: SweepSpec, data_dir: str,
     checkpoint OWN_ERROR_RETRIES times (counted beside the trial, across nodes), then ends it
     as ``failed``; losing its node is Tune's to retry, many more times (search.trial.retry). With a
     ``fence`` (object storage), a trial whose driver lost the sweep stops before its next
-    checkpoint: what it would write lands in a directory nobody reads (search.sweep.files), and
-    the GPU is freed for the sweep's new driver."""
+    checkpoint: what it would write lands in a directory nobody reads (search.storage.s3), and
+    the GPU is freed for the sweep's new driver. ``fence.current()`` asks the sweep's storage
+    (search.storage.base.Storage.trial_fence)."""
     import torch
 
     from trainer import fit

@@ -37,11 +37,10 @@ from trainer.report import best_epoch
 from trainer.status import Status
 
 from ..db.schema import SEARCH, EpochRow, TrialRow
-from ..storage.uri import join
-from ..storage.lease import writer_guard
 from ..db.provenance import code_version, library_versions
 from ..spec import SweepSpec
 from ..trial.trainable import DEVICE, ERROR, GPUS, NOTE, TRIAL_STATUS, TrialRun
+from .writer import Writer, mark_lost, open_store
 
 
 def _now() -> dt.datetime:
@@ -95,7 +94,7 @@ class SweepRecorder(tune.Callback):
         self._ended: dict[str, int] = {}
         self._earlier: dict[str, dict[str, Any]] | None = None
         self._synced = False
-        self._writer: _Writer | None = None
+        self._writer: Writer | None = None
         self._store_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -114,9 +113,9 @@ class SweepRecorder(tune.Callback):
             return self._store
 
     @property
-    def writer(self) -> _Writer:
+    def writer(self) -> Writer:
         if self._writer is None:
-            self._writer = _Writer(lambda: self.store, self.spec.name)
+            self._writer = Writer(lambda: self.store, self.spec.name)
         return self._writer
 
     def get_state(self) -> None:
@@ -144,12 +143,11 @@ class SweepRecorder(tune.Callback):
         if self._synced:
             return
         self._synced = True
-        from ..storage.uri import is_local
+        from ..storage import open_storage
         from .tune_state import resume_from_checkpoints_that_exist
 
-        # On object storage a driver that lost the sweep may have logged checkpoints after
-        # Tune's snapshot: only those the snapshot names are trusted there.
-        resume_from_checkpoints_that_exist(trials, self._say, trust_log=is_local(self.storage))
+        resume_from_checkpoints_that_exist(trials, self._say,
+                                           trust_log=open_storage(self.storage).trusts_tune_log)
         recorded = self._recorded()
         for trial in trials:
             record = recorded.get(trial.trial_id, {})
@@ -220,7 +218,7 @@ class SweepRecorder(tune.Callback):
             self._end(trial, errored=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from ..trial.retry import describe_error, is_node_loss, trial_error
+        from .failures import describe_error, is_node_loss, trial_error
 
         if self._environment_failed(trial):
             return
@@ -231,7 +229,7 @@ class SweepRecorder(tune.Callback):
     def _environment_failed(self, trial) -> bool:
         """A trial that failed for its node's environment, not its config (EnvironmentProblem):
         recorded as env_failed (not one of --trials), and the sweep stops (environment_stop)."""
-        from ..trial.retry import environment_problem, trial_error
+        from .failures import environment_problem, trial_error
 
         problem = environment_problem(trial_error(trial))
         if problem is None:
@@ -355,109 +353,6 @@ def environment_problem() -> str | None:
     return _environment[0] if _environment else None
 
 
-def mark_lost(sweep: str, storage: str, *, live: set[str], store=None) -> int:
-    """Record as lost the trials the database shows running that no Tune experiment will
-    resume (its snapshot was torn, or never written); returns how many there were."""
-    import dataclasses
-
-    from ..db import list_sweeps, load_trials
-
-    if sweep not in list_sweeps(storage):
-        return 0
-    rows = load_trials(storage, sweep)
-    lost = rows[(rows["status"] == Status.RUNNING) & ~rows["trial_id"].isin(live)].to_dict("records")
-    if not lost:
-        return 0
-    store = store or open_store(storage, sweep)
-    store.write(trials=[dataclasses.replace(
-        TrialRow.from_record(row), status=Status.LOST, updated_at=_now(),
-        error="lost: Tune's experiment state holding it was torn (full disk or a kill "
-              "mid-write); a new trial replaces it") for row in lost])
-    store.flush()
-    for row in lost:
-        print(f"[{row['trial_id']}] lost with a torn Tune snapshot: recorded as lost, a new "
-              "trial replaces it", flush=True)
-    return len(lost)
-
-
-def open_store(storage: str, sweep: str):
-    """The sweep's TrialStore as its driver writes it: every write checks the driver's lease,
-    and on object storage its parts become visible through the sweep's commit log."""
-    from ..db import TrialStore
-    from ..storage.commits import SWEEP_LOG, open_log
-    from ..storage.uri import is_local
-
-    uri = join(storage, sweep)
-    log = None if is_local(uri) else open_log(uri, SWEEP_LOG)
-    return TrialStore(storage, sweep, guard=writer_guard(uri), log=log)
-
-
-class _Writer:
-    """The trial database's writes, on a thread of their own (see the module's docstring):
-    ``put`` queues rows, the thread writes everything queued as one flush (one part per table),
-    ``drain`` waits until all rows put so far are written, ``close`` also ends the thread. The
-    first error stops the writer and is raised by every later call, in the caller's thread."""
-
-    def __init__(self, open_store, sweep: str):
-        self._open_store = open_store
-        self._trials: list[TrialRow] = []
-        self._epochs: list[EpochRow] = []
-        self._writing = False
-        self._closed = False
-        self._error: BaseException | None = None
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"trial database {sweep}", daemon=True)
-        self._thread.start()
-
-    def put(self, *, trials=(), epochs=()) -> None:
-        self.raise_error()
-        with self._cond:
-            self._trials.extend(trials)
-            self._epochs.extend(epochs)
-            self._cond.notify_all()
-
-    def raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def drain(self) -> None:
-        with self._cond:
-            while (self._trials or self._epochs or self._writing) and self._error is None:
-                self._cond.wait()
-        self.raise_error()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self.drain()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not (self._trials or self._epochs or self._closed):
-                    self._cond.wait()
-                if not (self._trials or self._epochs):
-                    return  # closed, and everything written
-                trials, epochs = self._trials, self._epochs
-                self._trials, self._epochs = [], []
-                self._writing = True
-            try:
-                store = self._open_store()
-                store.write(trials=trials, epochs=epochs)
-                store.flush()
-            except BaseException as e:  # noqa: BLE001  (raised again in Tune's thread)
-                with self._cond:
-                    self._error = e
-                    self._writing = False
-                    self._cond.notify_all()
-                return
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
-
 def _seconds(result: dict[str, Any]) -> float:
     return (result.get("train_seconds") or 0) + (result.get("eval_seconds") or 0)
 
@@ -482,6 +377,6 @@ def _tune_results(trial) -> list[dict[str, Any]]:
 
 
 def _failure(trial) -> str:
-    from ..trial.retry import describe_error, trial_error
+    from .failures import describe_error, trial_error
 
     return describe_error(trial_error(trial))

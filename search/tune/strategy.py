@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..spec import SweepSpec
+SweepSpec = Any  # search.spec.SweepSpec, which checks its names against these: not imported here
 
 
 def _tpe(spec: SweepSpec, seed: int):
@@ -31,7 +30,7 @@ def _random(spec: SweepSpec, seed: int):
 
 
 def _grid(spec: SweepSpec, seed: int):
-    from .tuner import GridOrder  # GridSampler as Tune drives it (by ask and tell)
+    from .grid_order import GridOrder
 
     return GridOrder(spec.search_space().grid_search_space(), seed=seed)
 

@@ -25,7 +25,7 @@ from search.storage import s3_lease as lease_module  # noqa: E402
 from search.storage.uri import is_local  # noqa: E402
 from search.storage.commits import Fenced  # noqa: E402
 from search.storage.lease import sweep_lock  # noqa: E402
-from search.tune.recorder import open_store  # noqa: E402
+from search.tune.writer import open_store  # noqa: E402
 from search.sweep.study import open_study_storage  # noqa: E402
 from space_defs.cli import UsageError  # noqa: E402
 from tests.search.db.test_store import trial as trial_row  # noqa: E402

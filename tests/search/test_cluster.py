@@ -19,7 +19,8 @@ import yaml
 
 from search.cluster import place, target
 from search.cluster.place import NodeShape, Place
-from search.trial import device, retry
+from search.trial import device
+from search.tune import failures
 from search.trial.retry import OwnErrors
 from space_defs.cli import UsageError
 
@@ -181,13 +182,13 @@ def test_node_and_process_losses_are_told_apart_from_a_trials_own_errors():
         raise ValueError("boom")
     except ValueError as e:
         own = rex.RayTaskError("train", "Traceback ...", e)
-    assert retry.is_node_loss(rex.ActorDiedError())
-    assert retry.is_node_loss(rex.NodeDiedError("node died"))
-    assert not retry.is_node_loss(own) and not retry.is_node_loss(ValueError("x"))
-    assert retry.is_node_loss("Failure # 1 (occurred at ...)\nray.exceptions.ActorDiedError: The actor died")
-    assert not retry.is_node_loss("Failure # 1\nray.exceptions.RayTaskError(ValueError): boom")
-    assert not retry.is_node_loss(None)
-    assert retry.failure_config().max_failures == retry.NODE_LOSS_RETRIES + retry.OWN_ERROR_RETRIES
+    assert failures.is_node_loss(rex.ActorDiedError())
+    assert failures.is_node_loss(rex.NodeDiedError("node died"))
+    assert not failures.is_node_loss(own) and not failures.is_node_loss(ValueError("x"))
+    assert failures.is_node_loss("Failure # 1 (occurred at ...)\nray.exceptions.ActorDiedError: The actor died")
+    assert not failures.is_node_loss("Failure # 1\nray.exceptions.RayTaskError(ValueError): boom")
+    assert not failures.is_node_loss(None)
+    assert failures.failure_config().max_failures == failures.NODE_LOSS_RETRIES + failures.OWN_ERROR_RETRIES
 
 
 def test_the_error_of_a_failure_is_its_own_not_the_one_before(tmp_path):
@@ -204,19 +205,19 @@ def test_the_error_of_a_failure_is_its_own_not_the_one_before(tmp_path):
         (tmp_path / "error.txt").write_text("".join(  # as Trial.handle_error writes it
             f"Failure # {n} (occurred at 2026-11-27_10-00-0{n})\n{e}\n" for n, e in enumerate(errors, 1)))
         (tmp_path / "error.pkl").write_bytes(cloudpickle.dumps(pickled))
-        return retry.trial_error(trial)
+        return failures.trial_error(trial)
 
     lost = rex.ActorDiedError()
     assert isinstance(failed(lost, pickled=lost), rex.ActorDiedError)  # the last one: the object
     stale = failed(lost, RuntimeError("restoring failed: no space left"), pickled=lost)
-    assert stale == "restoring failed: no space left" and not retry.is_node_loss(stale)
-    assert retry.describe_error(stale) == "restoring failed: no space left"
+    assert stale == "restoring failed: no space left" and not failures.is_node_loss(stale)
+    assert failures.describe_error(stale) == "restoring failed: no space left"
     try:
         raise ValueError("boom")
     except ValueError as e:
         own = rex.RayTaskError("train", "Traceback ...", e)
-    assert retry.describe_error(own) == "ValueError: boom"  # the trial's exception, not Ray's
-    assert retry.describe_error(None) == "unknown error"
+    assert failures.describe_error(own) == "ValueError: boom"  # the trial's exception, not Ray's
+    assert failures.describe_error(None) == "unknown error"
 
 
 def test_own_errors_are_counted_on_storage_across_retries(tmp_path):
@@ -248,16 +249,16 @@ def test_environment_problems_are_told_apart_from_a_trials_own_errors():
             return rex.RayTaskError("train", "Traceback ...", e)
 
     gpu = device.GpuUnusableError("node 10.0.1.5 was granted 1 GPU that CUDA cannot use\nmore")
-    assert retry.environment_problem(in_a_trial(gpu)) == "node 10.0.1.5 was granted 1 GPU that CUDA cannot use"
-    assert retry.environment_problem(DataUnavailableError("cifar10 is not in /d")) == "cifar10 is not in /d"
-    assert retry.environment_problem(in_a_trial(ValueError("bad config"))) is None
-    assert retry.environment_problem(rex.ActorDiedError()) is None
+    assert failures.environment_problem(in_a_trial(gpu)) == "node 10.0.1.5 was granted 1 GPU that CUDA cannot use"
+    assert failures.environment_problem(DataUnavailableError("cifar10 is not in /d")) == "cifar10 is not in /d"
+    assert failures.environment_problem(in_a_trial(ValueError("bad config"))) is None
+    assert failures.environment_problem(rex.ActorDiedError()) is None
     text = ("Failure # 1\nTraceback (most recent call last):\nray.exceptions.RayTaskError("
             "DataUnavailableError): ray::ImplicitFunc.train()\ntrainer.datasets."
             "DataUnavailableError: svhn is not in /d/svhn\n")
-    assert retry.environment_problem(text) == "svhn is not in /d/svhn"
-    assert retry.environment_problem("Failure # 1\nValueError: DataUnavailableError: no") is None
-    assert retry.environment_problem(None) is None
+    assert failures.environment_problem(text) == "svhn is not in /d/svhn"
+    assert failures.environment_problem("Failure # 1\nValueError: DataUnavailableError: no") is None
+    assert failures.environment_problem(None) is None
 
 
 def test_a_gpu_status_names_the_node_the_driver_and_the_cuda_build():

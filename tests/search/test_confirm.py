@@ -140,7 +140,7 @@ def test_a_resumed_confirmation_passes_over_runs_the_database_holds_as_trained(t
     from ray.tune.search import Searcher
 
     from search.trial.trainable import TrialRun
-    from search.tune.tuner import FixedRuns
+    from search.tune.searchers import FixedRuns
 
     spec = SPEC
     runs = [TrialRun(REDUCED, seed, "confirm").config() for seed in (1, 2)] + \

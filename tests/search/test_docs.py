@@ -9,6 +9,7 @@ from pathlib import Path
 from search import docs
 from search.storage import s3_lease as lease_s3
 from search.trial import retry
+from search.tune import failures
 from trainer.status import NOT_COUNTED, Status
 
 ROOT = Path(__file__).parents[2]
@@ -26,8 +27,8 @@ def test_it_renders_the_code_values():
     times = lease_s3.LeaseTimes()
     for name in docs.LEASE_ROWS:
         assert re.search(rf"\| {getattr(times, name):g} \| `LeaseTimes.{name}` \|", text), name
-    for name in ("NODE_LOSS_RETRIES", "OWN_ERROR_RETRIES"):
-        assert f"| {getattr(retry, name)} | `{retry.__name__}.{name}` |" in text
+    for module, name in ((failures, "NODE_LOSS_RETRIES"), (retry, "OWN_ERROR_RETRIES")):
+        assert f"| {getattr(module, name)} | `{module.__name__}.{name}` |" in text
     assert all(f"`{s}`" in text for s in NOT_COUNTED)
 
 
@@ -44,7 +45,7 @@ def test_the_hand_written_docs_leave_the_numbers_to_it():
     times = lease_s3.LeaseTimes()
     seconds = re.compile(r"\b(%s) s\b" % "|".join(
         re.escape(f"{getattr(times, name):g}") for name in docs.LEASE_ROWS))
-    counts = re.compile(r"\b(%d times|%d retries|twice)\b" % (retry.NODE_LOSS_RETRIES,
+    counts = re.compile(r"\b(%d times|%d retries|twice)\b" % (failures.NODE_LOSS_RETRIES,
                                                              retry.OWN_ERROR_RETRIES))
     for path in PROSE:
         text = path.read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""The recorder's database writes off Tune's thread (search.tune.recorder._Writer), the lease guard on
+"""The recorder's database writes off Tune's thread (search.tune.recorder.Writer), the lease guard on
 every write, and Tune's snapshot remembering checkpoints deleted after it: in process, no Ray
 cluster, no server."""
 
@@ -11,7 +11,8 @@ import pytest
 
 from search.db.store import TrialStore, load_epochs, load_trials
 from search.storage.lease import LeaseLost, sweep_lock
-from search.tune.recorder import SweepRecorder, _Writer, open_store
+from search.tune.recorder import SweepRecorder
+from search.tune.writer import Writer, open_store
 from search.spec import demo
 
 from .db.test_store import epoch, parts, trial
@@ -36,7 +37,7 @@ class SlowStore:
 
 def test_puts_return_at_once_and_queue_up_into_one_write(tmp_path):
     slow = SlowStore(tmp_path)
-    writer = _Writer(lambda: slow, "s")
+    writer = Writer(lambda: slow, "s")
     writer.put(trials=[trial(trial_id="t0")])  # taken by the writer, held at the gate
     time.sleep(0.2)
     start = time.perf_counter()
@@ -59,7 +60,7 @@ def test_a_failed_write_is_raised_at_the_next_call_and_stops_the_writer(tmp_path
         calls.append(1)
         raise OSError("disk full")
 
-    writer = _Writer(broken, "s")
+    writer = Writer(broken, "s")
     writer.put(epochs=[epoch()])
     with pytest.raises(OSError, match="disk full"):
         writer.drain()
@@ -71,7 +72,7 @@ def test_a_failed_write_is_raised_at_the_next_call_and_stops_the_writer(tmp_path
 def test_tunes_snapshot_waits_for_the_rows_queued_before_it(tmp_path):
     recorder = SweepRecorder(demo(name="s", gpus_per_trial=0.0), str(tmp_path))
     slow = SlowStore(tmp_path)
-    recorder._writer = _Writer(lambda: slow, "s")
+    recorder._writer = Writer(lambda: slow, "s")
     recorder._writer.put(epochs=[epoch()])
     threading.Timer(0.3, slow.gate.set).start()
     start = time.perf_counter()
@@ -86,7 +87,7 @@ def test_a_driver_that_lost_its_lease_writes_nothing_more(tmp_path, monkeypatch)
         store.write(trials=[trial()])
         assert len(parts(tmp_path)) == 1
         lease._lose("taken over by another driver")
-        writer = _Writer(lambda: store, "s")
+        writer = Writer(lambda: store, "s")
         writer.put(trials=[trial(status="finished")], epochs=[epoch()])
         with pytest.raises(LeaseLost, match="lost the lease on sweep 's'"):
             writer.drain()

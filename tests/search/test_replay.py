@@ -8,7 +8,8 @@ import statistics
 
 import pytest
 
-from search.grid.replay import events, hours_to, strategy_spec
+from search.grid.replay import events, strategy_spec
+from search.grid.summary import hours_to
 from search.grid.table import Curve, Table
 from search.spec import demo
 from search.tune.strategy import decision_epochs

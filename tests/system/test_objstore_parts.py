@@ -29,9 +29,9 @@ from search.storage.commits import STUDY_LOG, SWEEP_LOG, open_log
 from search.db.errors import StoreError
 from search.storage.uri import join
 from search.storage.lease import LEASE_FILE, SweepBusy, sweep_lock
-from search.storage.s3_lease import s3_client
+from search.storage.s3_client import s3_client
 from search.sweep.study import JOURNAL_FILE, open_study_storage, read_journal
-from search.trial.trainable import Fence
+from search.storage.s3 import Fence
 from space_defs.cli import UsageError
 from tests.harness.relay import Relay, Rule
 from tests.harness.s3 import any_bucket, any_s3, free_port, s3_bucket, s3_env, s3_server  # noqa: F401
@@ -393,7 +393,7 @@ def test_stale_lease_of_killed_driver_is_taken_over(sweep_uri):
 
 
 def test_a_trials_fence_holds_only_while_its_driver_holds_the_sweep(sweep_uri):
-    """What a trial checks before each checkpoint (search.trial.trainable.Fence): its driver's
+    """What a trial checks before each checkpoint (search.storage.s3.Fence): its driver's
     generation still holds the lease. Not after a takeover nor after the driver let go; a store
     it cannot read says nothing, and the trial goes on (the driver's own fence still holds)."""
     holder = Driver(sweep_uri, 0, "--hold")
@@ -556,7 +556,7 @@ def test_resumed_searcher_when_the_study_is_ahead_of_tunes_snapshot(tmp_path):
     every resume) nor leaves a trial asked just before the kill running for ever."""
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.tune.tuner import StudySearch
+    from search.tune.searchers import StudySearch
 
     uri = str(tmp_path / "demo")
 

@@ -25,7 +25,7 @@ from search.db.errors import UsageError
 from search.storage.commits import STUDY_LOG, SWEEP_LOG, open_log
 from search.storage.uri import join
 from search.storage.lease import LEASE_FILE
-from search.storage.s3_lease import s3_client
+from search.storage.s3_client import s3_client
 from search.sweep.study import open_study_storage
 from search.sweep.files import SweepDir
 from tests.harness import faults, ray_nodes

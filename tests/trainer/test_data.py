@@ -125,7 +125,7 @@ def test_a_file_that_is_no_batch_is_named(tmp_path, monkeypatch):
 
 
 def test_a_trial_meeting_a_corrupt_copy_stops_the_sweep_as_an_environment_problem():
-    from search.trial.retry import environment_problem
+    from search.tune.failures import environment_problem
 
     error = DataCorruptError("cifar10: /d/x fails its integrity check (md5 a, torchvision's copy has b)")
     assert issubclass(DataCorruptError, DataUnavailableError)
