@@ -1,4 +1,5 @@
-"""White-box Linf attacks in pixel space: FGSM, PGD-k with random start, CW-Linf (margin loss).
+"""White-box Linf attacks in pixel space: FGSM, PGD-k with random start, CW-Linf (margin loss);
+the per-batch functions trainer.attack_names.ATTACKS names.
 
 Every attack runs the model with BatchNorm in eval mode and with parameter gradients switched
 off (only the input perturbation is differentiated), and returns images inside the eps-ball
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attack_names import Attack
+from .attack_names import ATTACKS, Attack
 from .protocols import DEFAULT, Protocol
 
 AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> sum to ascend
@@ -102,17 +103,37 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> t
     return pgd(model, x, y, eps=eps, step_size=eps, steps=1, start="zero")
 
 
+def unperturbed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **_: object) -> torch.Tensor:
+    return x
+
+
+def fgsm_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                **_: object) -> torch.Tensor:
+    return fgsm(model, x, y, eps=eps)
+
+
+def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, eps: float,
+               step_size: float, generator: torch.Generator | None,
+               protocol: Protocol) -> torch.Tensor:
+    return pgd(model, x, y, eps=eps, step_size=step_size, steps=steps,
+               start_in_box=protocol.start_in_box, generator=generator)
+
+
+def cw_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, eps: float,
+              step_size: float, generator: torch.Generator | None,
+              protocol: Protocol) -> torch.Tensor:
+    return pgd(model, x, y, eps=eps, step_size=step_size, steps=steps,
+               loss=CW_LOSSES[protocol.cw_loss], start_in_box=protocol.start_in_box,
+               generator=generator)
+
+
 def perturb(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             step_size: float, generator: torch.Generator | None = None,
             protocol: Protocol = DEFAULT) -> torch.Tensor:
-    """``x`` under the per-batch ``attack``, run as ``protocol`` says (AutoAttack runs through
-    trainer.evaluate())."""
-    if attack.kind == "clean":
-        return x
-    if attack.kind == "fgsm":
-        return fgsm(model, x, y, eps=eps)
-    if attack.kind in ("pgd", "cw"):
-        return pgd(model, x, y, eps=eps, step_size=step_size, steps=attack.steps,
-                   loss=cross_entropy if attack.kind == "pgd" else CW_LOSSES[protocol.cw_loss],
-                   start_in_box=protocol.start_in_box, generator=generator)
-    raise ValueError(f"{attack.name} is not a per-batch attack; run it through trainer.evaluate()")
+    """``x`` under the per-batch ``attack`` (its ``ATTACKS`` entry's function), run as
+    ``protocol`` says (AutoAttack runs through trainer.evaluate())."""
+    run = ATTACKS[attack.kind].perturb
+    if run is None:
+        raise ValueError(f"{attack.name} is not a per-batch attack; run it through trainer.evaluate()")
+    return run(model, x, y, steps=attack.steps, eps=eps, step_size=step_size, generator=generator,
+               protocol=protocol)

@@ -29,8 +29,11 @@ from .compute import peak_bf16_flops, training_flops_per_image
 from .data import Split
 from .datasets import DATASETS, dataset_spec
 from .loop import Run, synced_time, training_device
+from .method_names import METHODS
 from .models import build_model
 from .recipe import Recipe
+
+TEXTBOOK = ("standard", "pgd_at")  # the methods ``reference`` writes as a textbook loop
 
 
 def training_throughput(arch: WRNConfig, *, batch_size: int = 128, threads: int = 1,
@@ -71,7 +74,7 @@ def reference(arch, spec, recipe: Recipe, split: Split, warmup: Split, device) -
     model = build_model(arch, mean=spec.mean, std=spec.std).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay)
-    steps = recipe.steps if recipe.method != "standard" else 0
+    steps = recipe.steps if recipe.trains_on_attack else 0
 
     def epoch(data: Split) -> None:
         loader = DataLoader(TensorDataset(data.x.cpu(), data.y.cpu()), batch_size=recipe.batch_size,
@@ -129,12 +132,11 @@ def main(argv=None) -> None:
     print(f"{arch.name} ({spec.name} shape), batch {args.batch_size}, {args.batches} timed steps, "
           f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
           f"{torch.get_num_threads()} CPU threads")
-    for label, method in (("clean training", "standard"), ("PGD-10 AT", "pgd_at"),
-                          ("TRADES-10", "trades"), ("MART-10", "mart")):
-        recipe = Recipe(method=method, batch_size=args.batch_size, steps=10).for_dataset(spec)
+    for method in sorted(METHODS.values(), key=lambda m: m.trains_on_attack):  # baseline first
+        recipe = Recipe(method=method.name, batch_size=args.batch_size, steps=10).for_dataset(spec)
         t_ours = ours(arch, spec, recipe, split, warmup, device)
-        line = f"{label:15s} ours {n / t_ours:9.1f} img/s"
-        if method in ("standard", "pgd_at"):
+        line = f"{method.label.format(steps=recipe.steps):15s} ours {n / t_ours:9.1f} img/s"
+        if method.name in TEXTBOOK:
             t_ref = reference(arch, spec, recipe, split, warmup, device)
             line += (f"   reference {n / t_ref:9.1f} img/s   time ours/reference "
                      f"{t_ours / t_ref:.2f}x")

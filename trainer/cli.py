@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from space_defs.cli import Parser, UsageError, add_fields, given, integer, number
 
+from .attack_names import ATTACKS
 from .dataset_files import MD5_ENV, checks_md5, read_files
 from .datasets import DATASETS, DEFAULT_DATA_DIR, DataUnavailableError, dataset_spec
 from .protocols import PROTOCOLS
@@ -73,7 +74,8 @@ def _fetch(args: argparse.Namespace) -> int:
 def _evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt)")
     p.add_argument("--attacks", default="clean,pgd20,cw",
-                   help="comma-separated: clean, fgsm, pgd<k>, cw[<k>], autoattack (default: %(default)s)")
+                   help="comma-separated: " + "; ".join(f"{k.usage}: {k.help}" for k in ATTACKS.values())
+                        + " (default: %(default)s)")
     p.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
                    help="how the attacks run: " + "; ".join(f"{q.name}: {q.about}"
                                                             for q in PROTOCOLS.values()))

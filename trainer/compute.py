@@ -13,11 +13,12 @@ With M the MACs of one forward pass of one image and S those of the stem convolu
     backward of a training step               2M + 2(M - S)      weight gradients, and input
                                                                  gradients but the stem's
 
-An attack step is a forward and a backward for the input. Per training image: ``standard`` one
-forward and one training backward; ``pgd_at`` k attack steps, the training forward and
-backward, and one gradient-free clean forward (its clean accuracy); ``trades`` a clean forward
-(the attack's target), k attack steps, and forward and training backward of both the clean and
-the adversarial batch; ``mart`` the same without the first clean forward. Each epoch trains on
+An attack step is a forward and a backward for the input. Per training image a method makes
+the passes its entry says (trainer.method_names.Method): ``standard`` one forward and one
+training backward; ``pgd_at`` k attack steps, the training forward and backward, and one
+gradient-free clean forward (its clean accuracy); ``trades`` a clean forward (the attack's
+target), k attack steps, and forward and training backward of both the clean and the
+adversarial batch; ``mart`` the same without the first clean forward. Each epoch trains on
 the training split less the validation hold-out (``Recipe.training_images``), in whole batches
 (the last partial one is dropped), then validates: a clean forward of every image of the
 selection split (the validation split, or the test split with ``select_on="test"``), and
@@ -72,13 +73,9 @@ class PassFlops:
 
 def training_flops_per_image(arch: WRNConfig, recipe: Recipe) -> int:
     """FLOPs one training image costs with ``recipe``'s method and attack steps."""
-    p, k = PassFlops.of(arch), recipe.steps
-    return {
-        "standard": p.training_step,
-        "pgd_at": k * p.attack_step + p.training_step + p.forward,
-        "trades": p.forward + k * p.attack_step + 2 * p.training_step,
-        "mart": k * p.attack_step + 2 * p.training_step,
-    }[recipe.method]
+    p, m = PassFlops.of(arch), recipe.training_method
+    return (m.forwards * p.forward + m.attacks * recipe.steps * p.attack_step
+            + m.training_steps * p.training_step)
 
 
 @dataclass(frozen=True)

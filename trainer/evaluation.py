@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attack_names import Attack, parse_attack
+from .attack_names import ATTACKS, Attack, parse_attack
 from .attacks import perturb
 from .autoattack import COMPONENTS, AutoAttack
 from .data import Split, eval_batches, load_splits
@@ -225,8 +225,7 @@ def _iterations(attack: Attack | None, budget: EvalBudget) -> tuple[int | None, 
     own steps."""
     if attack is None:
         return None, None
-    step = {"clean": None, "fgsm": budget.eps}.get(attack.kind, budget.step_size)
-    return attack.iterations, step
+    return attack.iterations, ATTACKS[attack.kind].step_size(budget.eps, budget.step_size)
 
 
 def _chunks(data: Split, which: torch.Tensor, batch_size: int):

@@ -25,7 +25,7 @@ from .data import Split, load_splits, train_batches
 from .datasets import DEFAULT_DATA_DIR, DatasetSpec, dataset_spec
 from .ema import WeightEMA
 from .evaluation import accuracy
-from .methods import METHODS, AttackBudget
+from .methods import AttackBudget
 from .models import build_model
 from .recipe import Recipe
 from .report import EpochReport, best_epoch
@@ -188,7 +188,7 @@ class Run:
     def train_epoch(self, train: Split) -> tuple[float, float, float, int]:
         """(mean loss, clean accuracy, adversarial accuracy, images) of one epoch of SGD."""
         r = self.recipe
-        method = METHODS[r.method]
+        method = r.training_method.loss
         budget = AttackBudget(eps=r.eps, step_size=r.step_size, steps=r.steps)
         model = self.model.train()
         totals = torch.zeros(3, device=self.device)  # loss sum, clean correct, adversarial correct

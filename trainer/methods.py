@@ -3,6 +3,7 @@ MART (Wang et al. 2020), each as the paper states it; ``standard`` (no attack) i
 
 A method takes the model (in train mode), a clean batch and the attack budget, crafts its own
 adversarial examples, and returns the loss to minimise plus the logits for accuracy bookkeeping.
+Each is registered, with its cost and selection rule, in trainer.method_names.METHODS.
 """
 
 from __future__ import annotations
@@ -94,6 +95,3 @@ def standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: AttackB
     """No attack (the non-robust baseline); its 'adversarial' logits are the clean ones."""
     logits = model(x)
     return MethodOutput(F.cross_entropy(logits.float(), y), logits.detach(), logits.detach())
-
-
-METHODS = {"pgd_at": pgd_at, "trades": trades, "mart": mart, "standard": standard}

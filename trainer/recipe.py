@@ -19,8 +19,8 @@ from typing import Any
 from space_defs.cli import option
 
 from .datasets import DatasetSpec
+from .method_names import METHODS, Method
 
-METHODS = ("pgd_at", "trades", "mart", "standard")
 SELECTIONS = ("val", "test")
 SCHEDULES = ("piecewise", "cosine")
 AMP_DTYPES = ("auto", "bf16", "none")
@@ -28,7 +28,7 @@ AMP_DTYPES = ("auto", "bf16", "none")
 
 @dataclass(frozen=True)
 class Recipe:
-    method: str = option("trades", help="pgd_at | trades | mart | standard (no attack: the baseline)")
+    method: str = option("trades", help=" | ".join(f"{m.name}: {m.help}" for m in METHODS.values()))
     epochs: int = option(100, help="epochs of the full schedule")
     batch_size: int = option(128, help="images per SGD step")
     lr: float = option(0.1, help="initial SGD learning rate")
@@ -76,7 +76,8 @@ class Recipe:
             if not ok:
                 raise ValueError(f"Recipe: {what}")
 
-        need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        need(isinstance(self.method, str) and self.method in METHODS,
+             f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         need(self.schedule in SCHEDULES,
              f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         need(self.amp in AMP_DTYPES, f"amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
@@ -130,20 +131,24 @@ class Recipe:
         return pool if self.train_subset is None else min(self.train_subset, pool)
 
     @property
-    def trains_on_attack(self) -> bool:
-        """Whether training examples are adversarial (every method but ``standard``)."""
-        return self.method != "standard"
+    def training_method(self) -> Method:
+        """The method's entry (trainer.method_names): its function, cost and selection rule."""
+        return METHODS[self.method]
 
     @property
-    def selected_by(self) -> tuple[str, str]:
+    def trains_on_attack(self) -> bool:
+        """Whether training examples are adversarial (every method but ``standard``)."""
+        return self.training_method.trains_on_attack
+
+    @property
+    def selected_by(self) -> tuple[str, ...]:
         """Model selection: the per-epoch metrics (``EpochReport`` fields), most important first,
         whose highest values pick the best epoch (its weights are best.pt; the database's best_*
-        columns describe it). Robust methods by validation robust accuracy, then clean; the
-        non-robust ``standard`` by clean accuracy, then robust (its PGD accuracy is ~0 noise,
-        which would select a half-trained early epoch). See ``trainer.report.best_epoch``."""
-        if not self.trains_on_attack:
-            return ("val_clean_acc", "val_robust_acc")
-        return ("val_robust_acc", "val_clean_acc")
+        columns describe it); each method's entry says them. Robust methods by validation robust
+        accuracy, then clean; the non-robust ``standard`` by clean accuracy, then robust (its PGD
+        accuracy is ~0 noise, which would select a half-trained early epoch). See
+        ``trainer.report.best_epoch``."""
+        return self.training_method.selected_by
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``."""
