@@ -292,6 +292,10 @@ def _open_part(fs: pafs.FileSystem, part: Part, table: Table, *, read: bool = Tr
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as e:
+        if fs.get_file_info(part.path).type == pafs.FileType.NotFound:
+            # deleted while read (on an object store the open and the reads are requests of
+            # their own): a compaction merged it, and the caller lists the parts again
+            raise FileNotFoundError(part.path) from None
         raise StoreError(f"{part.path}: not a readable Parquet file ({e}); it was left as is - "
                          "move it out of the db/ directory") from None
     if meta.get("table") != table.name:

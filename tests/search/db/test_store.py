@@ -225,3 +225,28 @@ def test_object_store_path(tmp_path):
     assert list_sweeps("bucket/runs", filesystem=fs) == ["s"]
     assert load_trials(f"file://{tmp_path}/bucket/runs")["epochs_done"].tolist() == [4]
 
+
+
+def test_a_part_merged_away_while_a_reader_opens_it_is_listed_again(tmp_path):
+    """On an object store opening a part and reading it are requests of their own: a compaction
+    can delete the part between them, and the read fails like a bad file (moto: "not a readable
+    Parquet file (RESOURCE_NOT_FOUND)"). A part that is gone was merged: the reader lists again."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    store = TrialStore(tmp_path, "s", fanout=1000)
+    for i in range(5):
+        store.write(trials=[trial(epochs_done=i)])
+
+    class MergedWhileRead(LocalFileSystem):
+        armed = True
+
+        def _open(self, path, mode="rb", **kwargs):
+            if self.armed and "/db/trials/" in str(path) and "r" in mode:
+                MergedWhileRead.armed = False
+                store.compact()  # merges every part, deleting the one being opened
+                raise OSError("When reading information: AWS Error RESOURCE_NOT_FOUND")
+            return super()._open(path, mode, **kwargs)
+
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(MergedWhileRead(skip_instance_cache=True)))
+    assert load_trials(str(tmp_path), filesystem=fs)["epochs_done"].tolist() == [4]
+    assert not MergedWhileRead.armed
