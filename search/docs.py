@@ -58,7 +58,7 @@ STATUSES = """
 
 Every status a trial can have, whether it is final and what it means:
 [DATABASE.md](DATABASE.md#statuses) (`{status}.Status`). Not among a sweep's `--trials`
-(`Status.NOT_COUNTED`; a new trial, or the same trial on the next run, takes its place):
+(`{status}.NOT_COUNTED`; a new trial, or the same trial on the next run, takes its place):
 {not_counted}.
 """
 

@@ -14,7 +14,7 @@ from trainer.status import NOT_COUNTED, Status
 
 ROOT = Path(__file__).parents[2]
 PROSE = [ROOT / "README.md", ROOT / "docs" / "ARCHITECTURE.md", ROOT / "docs" / "CLUSTER.md",
-         ROOT / "docs" / "EVALUATION.md"]
+         ROOT / "docs" / "EVALUATION.md", ROOT / "docs" / "RUNNING.md", ROOT / "docs" / "BENCHMARKS.md"]
 
 
 def test_docs_reliability_md_is_the_rendering_of_the_code():
