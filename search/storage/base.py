@@ -125,7 +125,18 @@ class Storage:
 
     def __init__(self, sweep_uri: str):
         self.uri = sweep_uri
-        self.fs, self.path = storage.resolve(sweep_uri)
+
+    @functools.cached_property
+    def _resolved(self):
+        return storage.resolve(self.uri)  # asked when first used: choosing a backend asks no store
+
+    @property
+    def fs(self):
+        return self._resolved[0]
+
+    @property
+    def path(self) -> str:
+        return self._resolved[1]
 
     def read(self, name: str) -> str | None:
         """The sweep file ``name`` (sweep.json, segments.json), or None."""

@@ -20,6 +20,11 @@ def test_the_uri_chooses_the_backend_once(uri, kind):
     assert type(open_storage(uri)) is kind
 
 
+def test_choosing_a_backend_asks_no_store():
+    """pyarrow resolves a bare s3://bucket's region over the network: only a use does that."""
+    assert open_storage("s3://no-such-bucket-anywhere/runs").reaches_every_node
+
+
 def test_what_each_backend_answers_without_asking_the_store(tmp_path):
     local, remote = open_storage(str(tmp_path / "demo")), open_storage(S3)
     assert (local.reaches_every_node, local.trusts_tune_log) == (False, True)
