@@ -10,6 +10,7 @@ import sys
 
 from space_defs.cli import UsageError
 
+from . import internals
 from .storage.lease import sweep_lock
 from .spec import SweepSpec
 from .sweep.files import Segment, SweepDir, prepare, saved_spec
@@ -109,7 +110,7 @@ def interrupted(results, recorded) -> bool:
 
     if results is None:
         return False
-    ran = {trial.trial_id for trial in results._experiment_analysis.trials}
+    ran = {trial.trial_id for trial in internals.experiment_trials(results)}
     return bool((recorded["trial_id"].isin(ran) & (recorded["status"] == Status.RUNNING)).any())
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from space_defs.cli import UsageError
 
+from .. import internals
 from .place import Place, place_of
 from .processes import descendants, stop_processes
 from .target import Target
@@ -97,14 +98,12 @@ def _token_auth_as_ray_init(target: Target) -> None:
     for one (it refuses a connection without). RAY_AUTH_MODE given: left as it is."""
     if os.environ.get("RAY_AUTH_MODE") is not None:
         return
-    from ray._raylet import AuthenticationTokenLoader, Config
-
     # Asked first, then the token looked up: looking it up loads it into Ray's C++ client,
     # which then presents it to a head that has no token auth, and trials never start there.
     if target.embedded or ((target.source == "head" or _asks_for_token(target))
-                           and AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)):
+                           and internals.has_token()):
         os.environ["RAY_AUTH_MODE"] = "token"  # for this process and every one it starts
-        Config.initialize("")  # Ray read the mode when it was imported
+        internals.reload_ray_config()  # Ray read the mode when it was imported
 
 
 def _check_reachable(address: str) -> None:
@@ -133,14 +132,12 @@ def _asks_for_token(target: Target) -> bool:
 
 def _gcs_client(address: str) -> None:
     """A connection to the head's GCS, Ray's C++ client's log of a refusal kept off stderr."""
-    from ray._raylet import GcsClient
-
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                GcsClient(address=address, cluster_id=None)
+                internals.gcs_client(address)
             finally:
                 os.dup2(saved, 2)
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 
 from space_defs.cli import UsageError
 
+from .. import internals
 from .target import Target
 
 
@@ -189,16 +190,14 @@ def _read_config(path: str | None) -> dict[str, Any] | None:
 
 
 def _is_head(node: dict[str, Any]) -> bool:
-    return "node:__internal_head__" in node.get("Resources", {})
+    return internals.HEAD_NODE_RESOURCE in node.get("Resources", {})
 
 
 def _gcs_max_gpus(gpus_now: float) -> float | None:
     """GPUs the autoscaler may add, from the cluster config an autoscaler published to the GCS
     (KubeRay, autoscaler v2); None when none was published."""
     try:
-        import ray._private.state
-
-        limits = ray._private.state.state.get_max_resources_from_cluster_config()
+        limits = internals.cluster_config_max_resources()
     except Exception:  # noqa: BLE001 - private API: unknown
         return None
     if limits is None:

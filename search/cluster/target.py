@@ -28,6 +28,7 @@ from pathlib import Path
 
 from space_defs.cli import UsageError
 
+from .. import internals
 from .processes import flag, owner, parent_of, processes
 
 
@@ -148,8 +149,7 @@ def _monitor(port: int) -> tuple[bool, str | None]:
     its --autoscaling-config if it has one this user can read (none: a `ray start --head`
     cluster without autoscaling)."""
     for _pid, argv in processes():
-        if not any(a.endswith(("autoscaler/_private/monitor.py", "autoscaler/v2/monitor.py"))
-                   for a in argv[:3]):
+        if not any(a.endswith(internals.AUTOSCALER_MONITORS) for a in argv[:3]):
             continue
         gcs = flag(argv, "--gcs-address") or ""
         if gcs.rpartition(":")[2] != str(port):

@@ -49,6 +49,7 @@ from pathlib import Path
 from space_defs import WRNConfig
 from space_defs.cli import Parser, UsageError, integer
 
+from .. import internals
 from ..spec import SweepSpec
 from ..tune.strategy import STRATEGIES, decision_epochs
 from .summary import Event
@@ -103,7 +104,7 @@ def running_trial(sweep_uri: str) -> int:
 
     storage = open_study_storage(sweep_uri)
     [study] = storage.get_all_studies()
-    [trial] = storage.get_all_trials(study._study_id, deepcopy=False,
+    [trial] = storage.get_all_trials(internals.study_id(study), deepcopy=False,
                                      states=(optuna.trial.TrialState.RUNNING,))
     return trial.number
 

@@ -24,6 +24,7 @@ from optuna.storages.journal import BaseJournalBackend
 
 from space_defs.cli import UsageError
 
+from .. import internals
 from . import uri as storage
 from .base import check_writer, held_lease
 from .commits import STUDY_LOG, CommitLog, open_log
@@ -37,9 +38,10 @@ from .errors import StoreError
 # learning curves in optuna-dashboard: TPE reads final values, and ASHA is Tune's own).
 DEFER_LOGS = 64
 DEFER_S = 60.0
-# optuna's JournalOperation: CREATE_TRIAL, SET_TRIAL_PARAM, SET_TRIAL_INTERMEDIATE_VALUE,
-# SET_TRIAL_USER_ATTR, SET_TRIAL_SYSTEM_ATTR
-_DEFERRED = {4, 5, 7, 8, 9}
+# the op codes (Optuna's JournalOperation) of the logs held back
+_DEFERRED = frozenset(internals.JOURNAL_OPS[op] for op in (
+    "CREATE_TRIAL", "SET_TRIAL_PARAM", "SET_TRIAL_INTERMEDIATE_VALUE", "SET_TRIAL_USER_ATTR",
+    "SET_TRIAL_SYSTEM_ATTR"))
 
 
 

@@ -19,6 +19,7 @@ from optuna.storages import BaseStorage, JournalStorage
 
 from space_defs.cli import Parser, UsageError
 
+from .. import internals
 from ..storage import open_storage
 from ..storage import uri as storage
 from ..storage.errors import StoreError
@@ -43,7 +44,7 @@ def read_journal(sweep_uri: str) -> list[dict]:
 
 def flush(storage: BaseStorage) -> None:
     """Write what the study's backend holds back, if it holds anything back."""
-    backend = getattr(storage, "_backend", None)
+    backend = internals.journal_backend(storage)
     if isinstance(backend, ObjectJournalBackend):
         backend.flush()
 

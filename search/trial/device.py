@@ -9,6 +9,8 @@ from pathlib import Path
 
 from trainer.status import EnvironmentProblem
 
+from .. import internals
+
 
 # The oldest NVIDIA driver each CUDA major version runs on (NVIDIA's CUDA compatibility table).
 MIN_DRIVER = {"12": "525.60.13", "13": "580.65.06"}
@@ -78,7 +80,7 @@ def _node_address() -> str:
     import ray
 
     try:
-        return ray._private.worker.global_worker.node_ip_address
+        return internals.node_ip_address()
     except Exception:  # noqa: BLE001 - private API: the public guess
         return ray.util.get_node_ip_address()
 

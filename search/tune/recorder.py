@@ -36,6 +36,7 @@ from trainer.report import METRICS as EPOCH_FIELDS
 from trainer.report import best_epoch
 from trainer.status import Status
 
+from .. import internals
 from ..db.schema import SEARCH, EpochRow, TrialRow
 from ..db.provenance import code_version, library_versions
 from ..spec import SweepSpec
@@ -372,7 +373,8 @@ def _tune_results(trial) -> list[dict[str, Any]]:
     from .tune_state import logged_results
 
     manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
-    kept = [r.metrics for r in getattr(manager, "_checkpoint_results", None) or [] if r.metrics]
+    kept = [r.metrics for r in (internals.checkpoint_results(manager) if manager is not None else [])
+            if r.metrics]
     return logged_results(trial) + kept + ([trial.last_result] if trial.last_result else [])
 
 

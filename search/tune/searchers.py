@@ -13,6 +13,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import SearchGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from .. import internals
 from ..spec import SweepSpec
 from ..trial.trainable import TrialRun
 
@@ -48,21 +49,22 @@ class StudySearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        known = {ot_trial._trial_id for ot_trial in self._ot_trials.values()}
-        for orphan in self._ot_study.get_trials(deepcopy=False,
-                                                states=(optuna.trial.TrialState.RUNNING,)):
-            if orphan._trial_id not in known:
-                self._ot_study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+        study = internals.ot_study(self)
+        known = {internals.storage_trial_id(t) for t in internals.ot_trials(self).values()}
+        for orphan in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if internals.storage_trial_id(orphan) not in known:
+                study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
                 if fixed := orphan.system_attrs.get("fixed_params"):
-                    self._ot_study.enqueue_trial(fixed)
+                    study.enqueue_trial(fixed)
 
     def _told_before(self, trial_id: str, step: int | None = None) -> bool:
         """Finished in the study (or this step reported to it), though this searcher, restored
         from Tune's snapshot, has not told it so."""
-        ot_trial = self._ot_trials.get(trial_id)
-        if trial_id in self._completed_trials or ot_trial is None:
+        ot_trial = internals.ot_trials(self).get(trial_id)
+        if trial_id in internals.completed_trials(self) or ot_trial is None:
             return False
-        known = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        known = internals.study_storage(internals.ot_study(self)).get_trial(
+            internals.storage_trial_id(ot_trial))
         return known.state.is_finished() or step in known.intermediate_values
 
     def suggest(self, trial_id: str):
@@ -73,8 +75,8 @@ class StudySearch(OptunaSearch):
         try:
             return super().suggest(trial_id)
         finally:
-            if self._ot_study is not None:
-                flush(self._ot_study._storage)
+            if (study := internals.ot_study(self)) is not None:
+                flush(internals.study_storage(study))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if not self._told_before(trial_id, result.get(TRAINING_ITERATION)):
@@ -82,7 +84,7 @@ class StudySearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self._told_before(trial_id):
-            self._completed_trials.add(trial_id)
+            internals.completed_trials(self).add(trial_id)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
 
@@ -139,11 +141,12 @@ class SweepSearch(SearchGenerator):
 
         from ..storage.lease import held_lease
 
-        storage = self._experiment.storage
+        experiment = internals.generator_experiment(self)
+        storage = experiment.storage
         if isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
             return  # one directory per segment on local disk
         lease = held_lease("s3://" + storage.storage_fs_path.rpartition("/")[0])
         if lease is not None and storage.experiment_dir_name != lease.namespace:
             moved = copy.copy(storage)
             moved.experiment_dir_name = lease.namespace
-            self._experiment.storage = self._experiment.spec["storage"] = moved
+            experiment.storage = experiment.spec["storage"] = moved

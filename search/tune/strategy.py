@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import internals
+
 SweepSpec = Any  # search.spec.SweepSpec, which checks its names against these: not imported here
 
 
@@ -58,8 +60,7 @@ def _asha(spec: SweepSpec):
 def _asha_rungs(scheduler) -> tuple[int, ...]:
     """The milestones Ray's ASHA computed from its own parameters (grace x factor^k, below
     max_t), read from it rather than computed again."""
-    return tuple(sorted({int(milestone) for bracket in scheduler._brackets
-                         for milestone, _ in bracket._rungs}))
+    return internals.asha_milestones(scheduler)
 
 
 def _fifo(spec: SweepSpec):

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.fs as pafs
 
+from .. import internals
 from ..sweep.files import Segment, SweepDir
 
 TUNE_STATE = re.compile(r"(experiment_state|search_gen_state|searcher-state|callback-states)-(.+)\.(json|pkl)")
@@ -144,7 +145,6 @@ def resume_from_checkpoints_that_exist(trials, say, *, trust_log: bool = True) -
     sweep may have written them) are removed, the deleted ones forgotten (else Tune deletes
     them again as the trial goes on: FileNotFoundError, an ERROR traceback, the rest of its
     bookkeeping skipped), and the next checkpoint is numbered after the one it resumes from."""
-    from ray.train._internal.checkpoint_manager import _TrainingResult
     from ray.train.constants import CHECKPOINT_DIR_NAME
     from ray.tune import Checkpoint
 
@@ -156,13 +156,14 @@ def resume_from_checkpoints_that_exist(trials, say, *, trust_log: bool = True) -
         on_storage = {e.path for e in fs.get_file_info(pafs.FileSelector(storage.trial_fs_path,
                                                                          allow_not_found=True))
                       if e.type == pafs.FileType.Directory and _index(e.path) >= 0}
-        latest = manager._latest_checkpoint_result
-        known = {r.checkpoint.path: r for r in [*manager._checkpoint_results, *([latest] if latest else [])]}
+        latest = internals.latest_checkpoint_result(manager)
+        known = {r.checkpoint.path: r
+                 for r in [*internals.checkpoint_results(manager), *([latest] if latest else [])]}
         logged = {}
         for result in logged_results(trial) if trust_log else ():
             if name := result.get(CHECKPOINT_DIR_NAME):
                 path = f"{storage.trial_fs_path}/{name}"
-                logged[path] = _TrainingResult(checkpoint=Checkpoint(path, fs), metrics=result)
+                logged[path] = internals.training_result(Checkpoint(path, fs), result)
         candidates = {**logged, **known}  # the snapshot's own records where it has them
         exists = sorted((p for p in candidates if p in on_storage), key=_index)
         resume = _index(exists[-1]) if exists else -1
@@ -171,8 +172,9 @@ def resume_from_checkpoints_that_exist(trials, say, *, trust_log: bool = True) -
                 fs.delete_dir(path)
         if not candidates:
             continue  # never checkpointed: starts from epoch 0 anyway
-        manager._checkpoint_results = [candidates[p] for p in exists]  # Tune deletes the oldest
-        manager._latest_checkpoint_result = candidates[exists[-1]] if exists else None
+        # what Tune keeps (it deletes the oldest as new ones come) and resumes from
+        internals.set_checkpoint_results(manager, [candidates[p] for p in exists],
+                                         candidates[exists[-1]] if exists else None)
         trial.run_metadata.invalidate_cache()
         if not exists:
             say(trial, "none of its checkpoints is left on the storage; restarted from epoch 0")
