@@ -40,6 +40,16 @@ _HELD: dict[str, Lease] = {}
 _HELD_LOCK = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A child forked while another thread held the registry's lock can still look its leases
+    up (inherited ones, which refuse: Lease.check)."""
+    if _HELD_LOCK.locked():
+        _HELD_LOCK.release()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def held_lease(sweep_uri: str) -> Lease | None:
     """The lease this process holds on the sweep (possibly lost since: its check() raises), or
     None. Writers look it up here, so that copies of them unpickled by Tune find it too."""
@@ -50,7 +60,8 @@ def held_lease(sweep_uri: str) -> Lease | None:
 def check_writer(sweep_uri: str) -> None:
     """What every writer of the sweep calls before it writes, the one guard: LeaseLost once this
     process has lost the sweep's lease; nothing where it holds none (a store opened outside a
-    driver, e.g. by a test or a benchmark)."""
+    driver, e.g. by a test or a benchmark). A process forked from the holder finds the lease it
+    inherited here, and is refused (Lease.check), not taken for one that holds none."""
     if (lease := held_lease(sweep_uri)) is not None:
         lease.check()
 
@@ -67,6 +78,7 @@ class Lease:
         self.uri, self.name, self.ttl = sweep_uri, name, ttl
         self.token = uuid.uuid4().hex  # this holder, unique across hosts and runs
         self.owner = f"{socket.gethostname()} pid {os.getpid()}"
+        self.pid = os.getpid()  # the process holding it: one forked from it holds nothing
         self.generation = 0  # on object storage: one more than the holder it replaced
         self._lost: str | None = None
         self._released = False
@@ -83,11 +95,21 @@ class Lease:
 
     def check(self) -> None:
         """LeaseLost if this driver may no longer write to the sweep."""
+        self.check_process()
         if self._released:
             raise LeaseLost(f"the lease on sweep {self.name!r} was released; nothing may write to it "
                             "from this driver any more")
         if self._lost:
             raise LeaseLost(self._lost)
+
+    def check_process(self) -> None:
+        """LeaseLost in a process forked from the holder (os.fork, multiprocessing's 'fork'): it
+        inherits the lease, its token and the commit logs' writer, but does not hold the lease,
+        so nothing it writes may land under it (the holder would never see it)."""
+        if os.getpid() != self.pid:
+            raise LeaseLost(f"this process (pid {os.getpid()}) was forked from the driver holding "
+                            f"the lease on sweep {self.name!r} (pid {self.pid}): a forked process "
+                            "does not hold its parent's lease, so it writes nothing to the sweep")
 
     @property
     def namespace(self) -> str:

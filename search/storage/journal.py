@@ -96,6 +96,7 @@ class ObjectJournalBackend(BaseJournalBackend):
         if lease is None:
             raise UsageError(f"the study of {self.uri} is written only by the sweep's driver, "
                              "which holds its lease (search.storage.lease.sweep_lock)")
+        lease.check()  # before any lock: a process forked from the holder is refused at once
         journal = self._journal()
         with journal.lock:
             check_writer(self.uri)

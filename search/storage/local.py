@@ -98,7 +98,8 @@ class LocalLease(Lease):
         finally:
             super().release()
         if self._file is not None:
-            self._file.release()
+            if os.getpid() == self.pid:  # a forked child shares its parent's flock: left alone
+                self._file.release()
             self._file = None
 
 

@@ -221,6 +221,7 @@ class S3Lease(Lease):
     def put_if_absent(self, path: str, data: bytes) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        self.check_process()  # a process forked from the holder commits nothing under its token
         if self._commits is None:
             self._commits = s3_client(self.uri, timeout=max(10.0, self.ttl), attempts=5)[0]
         bucket, _, key = path.partition("/")
