@@ -46,6 +46,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
     from trainer.status import NOT_COUNTED
 
     from .db import list_sweeps, load_trials
+    from .db.ranking import roles
     from .db.schema import SEARCH
     from .tune.recorder import EnvironmentStop, environment_problem
     from .tune.writer import mark_lost
@@ -69,7 +70,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
             trials = load_trials(sweep.storage, spec.name) if spec.name in list_sweeps(sweep.storage) \
                 else None
             recorded = 0 if trials is None else int(
-                (~trials["status"].isin(NOT_COUNTED) & (trials["role"].fillna(SEARCH) == SEARCH)).sum())
+                (~trials["status"].isin(NOT_COUNTED) & (roles(trials) == SEARCH)).sum())
             segments = plan_segments(segments, recorded, spec.trials)
             if segments[-1].done and trials is not None:
                 segments = plan_confirmation(segments, confirmation_runs(spec, trials))

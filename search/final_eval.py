@@ -73,12 +73,12 @@ def final_eval_trials(spec: SweepSpec, trials):
     from trainer.status import Status
 
     from .db import most_robust
-    from .db.ranking import arch_label
+    from .db.ranking import arch_label, roles
     from .db.schema import CONFIRM, SEARCH
 
     finished = trials[trials["status"] == Status.FINISHED]
     finished = finished.assign(arch=arch_label(finished))
-    role = finished["role"].fillna(SEARCH)
+    role = roles(finished)
     top = most_robust(finished[role == SEARCH]).head(spec.final_eval)
     if spec.final_eval and spec.confirm:
         confirmed = finished[finished["arch"].isin(set(finished.loc[role == CONFIRM, "arch"]))]

@@ -94,14 +94,14 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
 def summary(spec: SweepSpec, storage: str) -> str:
     """What the sweep found and where to look next."""
     from .db import full_fidelity, load_evals, load_trials, most_robust
-    from .db.ranking import arch_label
+    from .db.ranking import arch_label, roles
     from .db.schema import CONFIRM, SEARCH
     from .db.seeds import confirmation
     from .storage.uri import join
 
     trials = load_trials(storage, spec.name)
     trials = trials.assign(arch=arch_label(trials))
-    role = trials["role"].fillna(SEARCH)
+    role = roles(trials)
     search, confirming = trials[role == SEARCH], trials[role == CONFIRM]
     lines = [f"sweep {spec.name}: {len(search)} trials: {_counts(search)}"]
     if len(confirming):

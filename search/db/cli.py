@@ -20,7 +20,7 @@ from trainer.status import Status
 from .errors import StoreError, UsageError
 from .objectives import DIRECTIONS, described, parse_objectives
 from .pareto import numeric_column, pareto_front
-from .ranking import NOISE_Z, arch_label, best, full_fidelity, top
+from .ranking import NOISE_Z, arch_label, best, full_fidelity, roles, top
 from .schema import FRACTION, SEARCH, TABLES, TRIALS
 from .seeds import confirmation
 from ..storage.uri import DEFAULT_STORAGE
@@ -177,7 +177,7 @@ def _cmd_pareto(args: argparse.Namespace) -> None:
 
 def _cmd_best(args: argparse.Namespace) -> None:
     every = _trials(argparse.Namespace(**{**vars(args), "all_fidelities": True}))
-    search = every[every["role"].fillna(SEARCH) == SEARCH]
+    search = every[roles(every) == SEARCH]
     rankings = best(_nonempty(search if args.all_fidelities else full_fidelity(search)), args.runners_up)
     if not rankings:
         raise UsageError("no trial matching the filters has a validation result yet")

@@ -13,8 +13,16 @@ from space_defs import WRNConfig
 from trainer.status import Status, standard_error
 
 from .pareto import numeric_column
+from .schema import SEARCH
 
 GROUP = ("dataset", "budget", "method")  # trials are only compared within one of these
+
+
+def roles(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's role, ``search`` or ``confirm`` (rows written before roles were: search)."""
+    if "role" not in trials:
+        return pd.Series(SEARCH, index=trials.index)
+    return trials["role"].fillna(SEARCH)
 
 
 def full_fidelity(df: pd.DataFrame) -> pd.DataFrame:

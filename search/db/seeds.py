@@ -17,7 +17,7 @@ import pandas as pd
 
 from trainer.status import standard_error
 
-from .ranking import Gap, clean_images, full_fidelity, most_robust
+from .ranking import Gap, clean_images, full_fidelity, most_robust, roles
 from .schema import CONFIRM, SEARCH
 
 VAL, VAL_CLEAN = "val robust", "val clean"
@@ -135,7 +135,7 @@ def _named(measure: str) -> str:
 def confirmation(trials: pd.DataFrame, evals: pd.DataFrame | None = None) -> Confirmation | None:
     """The confirmed answer of one sweep's trials (with an ``arch`` column; evals: its final
     evaluations), None when nothing was confirmed."""
-    role = trials["role"].fillna(SEARCH) if "role" in trials else pd.Series(SEARCH, trials.index)
+    role = roles(trials)
     confirmed = set(trials.loc[role == CONFIRM, "arch"])
     if not confirmed:
         return None

@@ -13,7 +13,7 @@ import pandas as pd
 from space_defs import WRNConfig
 from trainer.status import NOT_COUNTED, Status
 
-from ..db.ranking import arch_label, full_fidelity, most_robust
+from ..db.ranking import arch_label, full_fidelity, most_robust, roles
 from ..db.schema import CONFIRM, SEARCH
 from ..spec import SweepSpec
 
@@ -27,7 +27,7 @@ def confirmation_runs(spec: SweepSpec, trials: pd.DataFrame) -> list[TrialRun]:
 
     if not spec.confirm or trials.empty:
         return []
-    trials = trials.assign(arch=arch_label(trials), role=trials["role"].fillna(SEARCH))
+    trials = trials.assign(arch=arch_label(trials), role=roles(trials))
     search = trials[trials["role"] == SEARCH]
     finalists = most_robust(full_fidelity(search)).drop_duplicates("arch").head(spec.confirm)
     configs = [WRNConfig.from_dict(row) for row in finalists.to_dict("records")]
