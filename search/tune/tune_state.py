@@ -2,23 +2,129 @@
 
 Tune rewrites its driver state (experiment, search generator, searcher, callbacks; one file each,
 stamped per run) in place and copies it to storage without a rename, so a full disk or a kill
-mid-write leaves a snapshot torn, and Tune then fails or silently starts over.
+mid-write leaves a snapshot torn, and Tune then fails or silently starts over. Its pickles name
+the project's classes by module (the searchers, the recorder): a class that moved is found where
+it is now (MOVED), one this version lacks stops the driver before the restore.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import json
 import pickletools
 import re
+import sys
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.fs as pafs
+
+from space_defs.cli import UsageError
 
 from .. import internals
 from ..sweep.files import Segment, SweepDir
 
 TUNE_STATE = re.compile(r"(experiment_state|search_gen_state|searcher-state|callback-states)-(.+)\.(json|pkl)")
+TUNER_STATE = "tuner.pkl"  # the Tuner's own state (its callbacks and search algorithm), not stamped
+PROJECT = ("search", "space_defs", "trainer")
+
+# Classes a sweep's Tune state pickles, by the module they were in before they moved (issue 29's
+# layout): a sweep started before the move resumes after it.
+MOVED = {
+    "search.tuner": {"DefineByRun": "search.tune.searchers", "StudySearch": "search.tune.searchers",
+                     "FixedRuns": "search.tune.searchers", "SweepSearch": "search.tune.searchers",
+                     "GridOrder": "search.tune.grid_order"},
+    "search.recorder": {"SweepRecorder": "search.tune.recorder"},
+}
+
+
+def resolve_moved_names() -> None:
+    """Have MOVED's old names resolve: unpickling imports the module a class is named by, then
+    looks the class up in it, so each old module is one whose attributes (PEP 562) are the moved
+    classes."""
+    for old, names in MOVED.items():
+        if old not in sys.modules:
+            module = types.ModuleType(old, f"moved: {', '.join(f'{n} to {m}' for n, m in names.items())}")
+            module.__getattr__ = functools.partial(_moved, old, names)
+            sys.modules[old] = module
+
+
+def _moved(old: str, names: dict[str, str], name: str):
+    if name not in names:
+        raise AttributeError(f"module {old!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(names[name]), name)
+
+
+def check_names_resolve(sweep: SweepDir, segment: Segment) -> None:
+    """UsageError, before the restore, when the segment's Tune state (the tuner and the newest
+    snapshot, after ``set_aside_unreadable_state``) names a class of this project that this
+    version does not have (the sweep was started by another version); without it Tune fails
+    mid-restore with an import error. Walked with pickletools, nothing loaded."""
+    resolve_moved_names()
+    entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.path}",
+                                                       allow_not_found=True))
+    stamped = {e.path: m[2] for e in entries if (m := TUNE_STATE.fullmatch(e.base_name))}
+    newest = max(stamped.values(), default=None)  # the snapshot Tune restores
+    newest_pickles = [path for path, stamp in stamped.items() if stamp == newest
+                      and not path.rsplit("/", 1)[-1].startswith("experiment_state-")]  # JSON
+    files = [e.path for e in entries if e.base_name == TUNER_STATE] + newest_pickles
+    for path in files:
+        with sweep.fs.open_input_stream(path) as f:
+            for ref in _globals(f.read()):
+                if not _resolves(ref):
+                    raise UsageError(
+                        f"{segment.name}: its Tune state ({path.rsplit('/', 1)[-1]}) names {ref[0]}.{ref[1]}, "
+                        "which this version of robust-arch-search does not have: the sweep was started "
+                        f"by another version{_versions(sweep)}; resume it with that one, or run this "
+                        "one under another --name")
+
+
+def _versions(sweep: SweepDir) -> str:
+    """The code versions the sweep's trials record, as the refusal names them."""
+    from ..db import list_sweeps, load_trials
+
+    if sweep.name not in list_sweeps(sweep.storage):
+        return ""
+    versions = sorted(load_trials(sweep.storage, sweep.name)["code_version"].dropna().unique())
+    return f" (its trials record {', '.join(versions)})" if versions else ""
+
+
+def _globals(data: bytes) -> set[tuple[str, str]]:
+    """(module, qualified name) of every class or function of the project a pickle names. A
+    STACK_GLOBAL's two names are the strings pushed just before it, written or fetched from
+    the memo."""
+    refs, pushed, memo = set(), [], {}
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                refs.add(tuple(arg.split(" ", 1)))
+            elif op.name == "STACK_GLOBAL" and len(pushed) >= 2:
+                refs.add((pushed[-2], pushed[-1]))
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = pushed[-1] if pushed else None
+            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            elif op.name != "FRAME":
+                pushed.append(arg if "UNICODE" in op.name else None)
+    except ValueError:
+        pass  # torn: set_aside_unreadable_state's to judge
+    return {r for r in refs if isinstance(r[0], str) and isinstance(r[1], str)
+            and r[0].split(".")[0] in PROJECT}
+
+
+def _resolves(ref: tuple[str, str]) -> bool:
+    module, name = ref
+    try:
+        found = importlib.import_module(module)
+        for part in name.split("."):
+            found = getattr(found, part)
+        return True
+    except (ImportError, AttributeError):
+        return False
 
 
 def set_aside_unreadable_state(sweep: SweepDir, segment: Segment, say=print) -> None:

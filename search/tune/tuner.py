@@ -18,6 +18,7 @@ from .strategy import sampler, scheduler
 from ..sweep.files import Segment, SweepDir
 from ..trial.trainable import train_trial
 from .searchers import DefineByRun, FixedRuns, StudySearch, SweepSearch
+from .tune_state import resolve_moved_names
 
 
 def open_study(spec: SweepSpec, sweep: SweepDir, *, enqueue_baselines: bool):
@@ -81,6 +82,7 @@ def build_tuner(spec: SweepSpec, sweep: SweepDir, segment: Segment, *, first: bo
                              fence=trial_fence(sweep)),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     if restore:
+        resolve_moved_names()
         return tune.Tuner.restore(sweep.uri_of(segment.path), trainable,
                                   resume_unfinished=True, resume_errored=True)
     parent, _, leaf = segment.path.rpartition("/")
