@@ -10,6 +10,9 @@ last looked. Logs that only fill in the trial being asked (its creation, paramet
 attributes: a dozen logs per trial) or report intermediate values (one per Tune result) are
 held back and written with the next other log, or at the end of the searcher's ``suggest``
 (StudySearch), so a trial costs the driver two or three PUTs (see DEFER_LOGS).
+
+On local disk the journal is Optuna's own file (LocalJournalBackend), whose appends ask the same
+guard first.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from optuna.storages.journal import BaseJournalBackend
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
 from space_defs.cli import UsageError
 
@@ -163,3 +166,17 @@ class ObjectJournalBackend(BaseJournalBackend):
             journal.logs.extend(entry.get("logs", ()))
         journal.folded = journal.log.end
         journal.synced_under = lease.token if holder else None
+
+
+class LocalJournalBackend(JournalFileBackend):
+    """Optuna's journal file, whose appends first ask ``check_writer``: a process forked from the
+    driver holding the sweep (which inherits its lease, not the hold) is refused with LeaseLost,
+    as on object storage; Optuna's file lock and format are its own."""
+
+    def __init__(self, file_path: str, sweep_uri: str) -> None:
+        super().__init__(file_path)
+        self.uri = sweep_uri
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        check_writer(self.uri)
+        super().append_logs(logs)

@@ -1,8 +1,8 @@
 """Local disk (a path or file://, a shared mount included): the sweep's files are plain files,
-written whole by a rename; the study is Optuna's JournalFileBackend; the lease is
-``driver.lock`` in the sweep directory, a FileLock (the OS releases it when the process dies,
-however it dies). Beside it ``driver.json`` names the holder for the message a second driver
-gets.
+written whole by a rename; the study is Optuna's JournalFileBackend (journal.LocalJournalBackend:
+its appends ask the lease first); the lease is ``driver.lock`` in the sweep directory, a FileLock
+(the OS releases it when the process dies, however it dies). Beside it ``driver.json`` names the
+holder for the message a second driver gets.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ class LocalStorage(Storage):
         return LocalLease(self.uri, name, ttl)
 
     def journal(self):
-        from optuna.storages.journal import JournalFileBackend
+        from .journal import LocalJournalBackend
 
         os.makedirs(self.path, exist_ok=True)
-        return JournalFileBackend(os.path.join(self.path, JOURNAL_FILE))
+        return LocalJournalBackend(os.path.join(self.path, JOURNAL_FILE), self.uri)
 
     def journal_logs(self) -> list[dict]:
         from optuna.storages.journal import JournalFileBackend

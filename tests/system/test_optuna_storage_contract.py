@@ -7,7 +7,8 @@ ships for every storage (its tests/storages_tests/test_storages.py subclasses it
   SeaweedFS (tests/harness/s3.py: ``any_s3``, one server of each for the whole session), each
   test in a sweep directory of its own, written under the sweep's lease (``sweep_lock`` held
   around the test, as the driver holds it around the sweep);
-* local disk: Optuna's JournalFileBackend in the sweep directory, under the FileLock.
+* local disk: Optuna's JournalFileBackend in the sweep directory (LocalJournalBackend), under
+  the FileLock.
 
 Optuna's journal-backend tests are not shipped in the package (tests/storages_tests/
 journal_tests/test_journal.py lives in its repository only): the ones that apply are ported here
@@ -18,7 +19,8 @@ Then the fork rule (search.storage.base: ``Lease.check_process``): a process for
 lease holder (os.fork, multiprocessing's 'fork') inherits its lease objects, their token and the
 commit logs' writer, but not the lease: whatever it writes to the sweep is refused (LeaseLost),
 on object storage down to the commit logs' put-if-absent, and the store holds only the holder's
-logs; on local disk the child leaves the holder's FileLock alone.
+logs; on local disk the journal file refuses it too, and the child leaves the holder's FileLock
+alone.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from optuna.testing.pytest_storages import StorageTestCase  # noqa: E402
 from search.storage.commits import STUDY_LOG, SWEEP_LOG, open_log  # noqa: E402
 from search.storage.lease import LOCK_FILE, check_writer, sweep_lock  # noqa: E402
 from search.storage.uri import join  # noqa: E402
-from search.sweep.study import flush, open_study_storage  # noqa: E402
+from search.sweep.study import flush, open_study_storage, read_journal  # noqa: E402
 from tests.harness import s3 as s3_harness  # noqa: E402
 
 pytestmark = pytest.mark.system
@@ -225,15 +227,29 @@ def test_optunas_multi_process_journal_test_under_fork_writes_nothing(s3_sweep):
 
 
 def test_a_process_forked_from_the_holder_on_local_disk_cannot_write_nor_unlock(local_sweep):
-    """Local disk: the FileLock is flock on a descriptor the child shares with its parent, so a
-    child leaving the with block must not unlock it (another driver could then start)."""
+    """Local disk: the study's journal file refuses the child's appends (the holder would see
+    them there, but they are not the holder's), and the FileLock is flock on a descriptor the
+    child shares with its parent, so a child leaving the with block must not unlock it (another
+    driver could then start)."""
     uri = local_sweep
     with sweep_lock(uri, "fork") as lease:
-        outcome = _in_child({"check_writer": lambda: check_writer(uri),
+        storage = open_study_storage(uri)
+        study = optuna.create_study(study_name="demo", storage=storage)
+        study.set_user_attr("parent", 1)
+        backend = storage._backend
+        outcome = _in_child({"study": lambda: study.set_user_attr("child", 1),
+                             "journal": lambda: backend.append_logs([{"child": 1}]),
+                             "check_writer": lambda: check_writer(uri),
                              "held": lambda: None if not lease.held else 1 / 0,
                              "release": lease.release})
-        assert _refused(outcome["check_writer"]) and outcome["held"] == outcome["release"] == "ok", outcome
+        assert all(_refused(outcome[name]) for name in ("study", "journal", "check_writer")), outcome
+        assert outcome["held"] == outcome["release"] == "ok", outcome
         assert lease.held
         with open(os.path.join(uri, LOCK_FILE)) as f, pytest.raises(BlockingIOError):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # still locked: by the parent
         check_writer(uri)
+        with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("fork")) as pool:
+            got = list(pool.map(_append, [backend] * 20, [[{"key": "value"}]] * 20, timeout=60))
+        assert all(_refused(g) for g in got), got
+        assert [log for log in read_journal(uri) if "child" in json.dumps(log) or "key" in log] == []
+    assert optuna.load_study(study_name="demo", storage=open_study_storage(uri)).user_attrs == {"parent": 1}
