@@ -53,8 +53,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
     from .sweep.confirm import confirmation_runs
     from .sweep.confirm import describe as describe_runs
     from .trial.trainable import TrialRun
-    from .tune.tune_state import (check_names_resolve, remove_earlier_holders,
-                                   set_aside_unreadable_state, take_over_experiment)
+    from .tune.tune_state import check_tune_state, remove_earlier_holders, take_over_experiment
     from .tune.tuner import build_tuner
 
     segments = sweep.segments()
@@ -63,8 +62,7 @@ def run_segments(spec: SweepSpec, sweep: SweepDir, *, data_dir: str, trainable=N
         if segment is not None:
             segment = take_over_experiment(sweep, segment, segments)
             segments = [*segments[:-1], segment]
-            set_aside_unreadable_state(sweep, segment, say)
-            check_names_resolve(sweep, segment)
+            check_tune_state(sweep, segment, say)
             restore = tune.Tuner.can_restore(sweep.uri_of(segment.path))
         if segment is None or not restore:
             mark_lost(spec.name, sweep.storage, live=set())  # no Tune state will resume them

@@ -4,7 +4,7 @@ Tune rewrites its driver state (experiment, search generator, searcher, callback
 stamped per run) in place and copies it to storage without a rename, so a full disk or a kill
 mid-write leaves a snapshot torn, and Tune then fails or silently starts over. Its pickles name
 the project's classes by module (the searchers, the recorder): a class that moved is found where
-it is now (MOVED), one this version lacks stops the driver before the restore.
+it is now (MOVED), one this version lacks stops the driver before the restore (check_tune_state).
 """
 
 from __future__ import annotations
@@ -57,30 +57,6 @@ def _moved(old: str, names: dict[str, str], name: str):
     return getattr(importlib.import_module(names[name]), name)
 
 
-def check_names_resolve(sweep: SweepDir, segment: Segment) -> None:
-    """UsageError, before the restore, when the segment's Tune state (the tuner and the newest
-    snapshot, after ``set_aside_unreadable_state``) names a class of this project that this
-    version does not have (the sweep was started by another version); without it Tune fails
-    mid-restore with an import error. Walked with pickletools, nothing loaded."""
-    resolve_moved_names()
-    entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.path}",
-                                                       allow_not_found=True))
-    stamped = {e.path: m[2] for e in entries if (m := TUNE_STATE.fullmatch(e.base_name))}
-    newest = max(stamped.values(), default=None)  # the snapshot Tune restores
-    newest_pickles = [path for path, stamp in stamped.items() if stamp == newest
-                      and not path.rsplit("/", 1)[-1].startswith("experiment_state-")]  # JSON
-    files = [e.path for e in entries if e.base_name == TUNER_STATE] + newest_pickles
-    for path in files:
-        with sweep.fs.open_input_stream(path) as f:
-            for ref in _globals(f.read()):
-                if not _resolves(ref):
-                    raise UsageError(
-                        f"{segment.name}: its Tune state ({path.rsplit('/', 1)[-1]}) names {ref[0]}.{ref[1]}, "
-                        "which this version of robust-arch-search does not have: the sweep was started "
-                        f"by another version{_versions(sweep)}; resume it with that one, or run this "
-                        "one under another --name")
-
-
 def _versions(sweep: SweepDir) -> str:
     """The code versions the sweep's trials record, as the refusal names them."""
     from ..db import list_sweeps, load_trials
@@ -96,22 +72,19 @@ def _globals(data: bytes) -> set[tuple[str, str]]:
     STACK_GLOBAL's two names are the strings pushed just before it, written or fetched from
     the memo."""
     refs, pushed, memo = set(), [], {}
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name == "GLOBAL":
-                refs.add(tuple(arg.split(" ", 1)))
-            elif op.name == "STACK_GLOBAL" and len(pushed) >= 2:
-                refs.add((pushed[-2], pushed[-1]))
-            elif op.name == "MEMOIZE":
-                memo[len(memo)] = pushed[-1] if pushed else None
-            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = pushed[-1] if pushed else None
-            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
-                pushed.append(memo.get(arg))
-            elif op.name != "FRAME":
-                pushed.append(arg if "UNICODE" in op.name else None)
-    except ValueError:
-        pass  # torn: set_aside_unreadable_state's to judge
+    for op, arg, _ in pickletools.genops(data):  # ValueError where it is torn
+        if op.name == "GLOBAL":
+            refs.add(tuple(arg.split(" ", 1)))
+        elif op.name == "STACK_GLOBAL" and len(pushed) >= 2:
+            refs.add((pushed[-2], pushed[-1]))
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = pushed[-1] if pushed else None
+        elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(arg))
+        elif op.name != "FRAME":
+            pushed.append(arg if "UNICODE" in op.name else None)
     return {r for r in refs if isinstance(r[0], str) and isinstance(r[1], str)
             and r[0].split(".")[0] in PROJECT}
 
@@ -127,23 +100,40 @@ def _resolves(ref: tuple[str, str]) -> bool:
         return False
 
 
-def set_aside_unreadable_state(sweep: SweepDir, segment: Segment, say=print) -> None:
-    """Newest first, move a snapshot with any torn file aside, whole, so that the restore
-    uses the newest intact one."""
+def check_tune_state(sweep: SweepDir, segment: Segment, say=print) -> None:
+    """Before a restore, each state file read once. Newest first, a snapshot with any torn file
+    is moved aside, whole, so that the restore uses the newest intact one. Then UsageError when
+    that snapshot or the tuner's state names a class of this project that this version does not
+    have (the sweep was started by another version): Tune would fail mid-restore with an import
+    error. Pickles are walked with pickletools, never loaded."""
+    resolve_moved_names()
     entries = sweep.fs.get_file_info(pafs.FileSelector(f"{sweep.path}/{segment.path}",
                                                        allow_not_found=True))
     snapshots: dict[str, list[str]] = {}
     for e in entries:
         if m := TUNE_STATE.fullmatch(e.base_name):
             snapshots.setdefault(m[2], []).append(e.path)
+    restored: dict[str, set[tuple[str, str]]] = {}  # what Tune will load: path -> the names in it
     for stamp in sorted(snapshots, reverse=True):
-        torn = [p.rsplit("/", 1)[-1] for p in snapshots[stamp] if not _intact(sweep.fs, p)]
+        read = {p: _names_in(sweep.fs, p) for p in snapshots[stamp]}
+        torn = [p.rsplit("/", 1)[-1] for p, names in read.items() if names is None]
         if not torn:
-            return
+            restored = read
+            break
         for path in snapshots[stamp]:
             sweep.fs.move(path, path + ".unreadable")
         say(f"{segment.name}: Tune's snapshot {stamp} is torn ({', '.join(sorted(torn))}; kept as "
             ".unreadable); resuming from the one before it")
+    restored.update({e.path: _names_in(sweep.fs, e.path) or set() for e in entries
+                     if e.base_name == TUNER_STATE})
+    for path, names in sorted(restored.items()):
+        for ref in sorted(names):
+            if not _resolves(ref):
+                raise UsageError(
+                    f"{segment.name}: its Tune state ({path.rsplit('/', 1)[-1]}) names {ref[0]}.{ref[1]}, "
+                    "which this version of robust-arch-search does not have: the sweep was started "
+                    f"by another version{_versions(sweep)}; resume it with that one, or run this "
+                    "one under another --name")
 
 
 def take_over_experiment(sweep: SweepDir, segment: Segment, segments: list[Segment]) -> Segment:
@@ -207,20 +197,19 @@ def _files(fs: pafs.FileSystem, directory: str) -> dict[str, tuple[int, object]]
     return {i.path: (i.size, i.mtime) for i in infos if i.type == pafs.FileType.File}
 
 
-def _intact(fs: pafs.FileSystem, path: str) -> bool:
-    """Whether a state file parses to its end: the experiment state is JSON, the others are
-    pickles (search_gen_state's ".json" too), walked with pickletools, never loaded."""
+def _names_in(fs: pafs.FileSystem, path: str) -> set[tuple[str, str]] | None:
+    """The project's classes a state file names (``_globals``), or None when it does not parse
+    to its end: the experiment state is JSON (naming none), the others are pickles
+    (search_gen_state's ".json" too)."""
     with fs.open_input_stream(path) as f:
         data = f.read()
     try:
         if path.rsplit("/", 1)[-1].startswith("experiment_state-"):
             json.loads(data)
-        else:
-            for _ in pickletools.genops(data):
-                pass
-        return True
+            return set()
+        return _globals(data)
     except ValueError:
-        return False
+        return None
 
 
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from search.sweep.files import Segment, SweepDir
-from search.tune.tune_state import (MOVED, _globals, check_names_resolve, resolve_moved_names,
-                                    resume_from_checkpoints_that_exist, set_aside_unreadable_state)
+from search.tune.tune_state import (MOVED, _globals, check_tune_state, resolve_moved_names,
+                                    resume_from_checkpoints_that_exist)
 from space_defs.cli import UsageError
 
 
@@ -53,7 +53,8 @@ def test_the_names_a_pickle_gives_are_read_without_loading_it_memo_included(monk
     assert "BINGET" in {op.name for op, _, _ in pickletools.genops(data)}  # the module's name, again
     assert _globals(data) == {("search.tuner", "DefineByRun"), ("search.tuner", "StudySearch")}
     assert _globals(b"csearch.gone\nThing\n.") == {("search.gone", "Thing")}  # protocol 0
-    assert _globals(data[:-3]) <= _globals(data)  # torn: what it names so far
+    with pytest.raises(ValueError):
+        _globals(data[:-3])  # torn: check_tune_state sets its snapshot aside
 
 
 def test_a_tune_state_naming_a_class_this_version_lacks_is_refused_before_the_restore(tmp_path, monkeypatch):
@@ -63,17 +64,17 @@ def test_a_tune_state_naming_a_class_this_version_lacks_is_refused_before_the_re
     tune_dir.mkdir(parents=True)
     sweep, segment = SweepDir(str(tmp_path), "s"), Segment("tune-1", 2)
     (tune_dir / "train_trial_1").mkdir()  # a trial's directory, before Tune's first snapshot
-    check_names_resolve(sweep, segment)
+    check_tune_state(sweep, segment)
     (tune_dir / "tuner.pkl").write_bytes(pickled_under("search.tuner", SweepSearch, SweepSearch,
                                                        monkeypatch=monkeypatch))
     (tune_dir / "searcher-state-2026-01-01_00-00-00.pkl").write_bytes(pickle.dumps({"a": dict}))
-    check_names_resolve(sweep, segment)  # moved, and found
+    check_tune_state(sweep, segment)  # moved, and found
 
     (tune_dir / "searcher-state-2025-12-31_00-00-00.pkl").write_bytes(b"csearch.tune.searchers\nGone\n.")
-    check_names_resolve(sweep, segment)  # an older snapshot, which Tune does not restore
+    check_tune_state(sweep, segment)  # an older snapshot, which Tune does not restore
     (tune_dir / "searcher-state-2026-01-01_00-00-00.pkl").write_bytes(b"csearch.tune.searchers\nGone\n.")
     with pytest.raises(UsageError) as refused:
-        check_names_resolve(sweep, segment)
+        check_tune_state(sweep, segment)
     assert str(refused.value) == (
         "tune-1: its Tune state (searcher-state-2026-01-01_00-00-00.pkl) names search.tune.searchers.Gone, "
         "which this version of robust-arch-search does not have: the sweep was started by another "
@@ -90,7 +91,7 @@ def test_a_torn_tune_snapshot_is_set_aside_whole(tmp_path):
     newest = tune_dir / "searcher-state-2026-01-01_00-05-00.pkl"
     newest.write_bytes(newest.read_bytes()[:-5])  # the disk filled while Tune copied it
     said = []
-    set_aside_unreadable_state(SweepDir(str(tmp_path), "s"), Segment("tune-1", 2), say=said.append)
+    check_tune_state(SweepDir(str(tmp_path), "s"), Segment("tune-1", 2), say=said.append)
     names = sorted(p.name for p in tune_dir.iterdir())
     assert [n for n in names if "00-05-00" in n] == [
         "experiment_state-2026-01-01_00-05-00.json.unreadable",
@@ -99,7 +100,7 @@ def test_a_torn_tune_snapshot_is_set_aside_whole(tmp_path):
     assert not any(n.endswith(".unreadable") for n in names if "00-00-00" in n)
     assert said == ["tune-1: Tune's snapshot 2026-01-01_00-05-00 is torn (searcher-state-2026-01-01_00-05-00.pkl; "
                     "kept as .unreadable); resuming from the one before it"]
-    set_aside_unreadable_state(SweepDir(str(tmp_path), "s"), Segment("tune-1", 2), say=said.append)
+    check_tune_state(SweepDir(str(tmp_path), "s"), Segment("tune-1", 2), say=said.append)
     assert len(said) == 1  # the intact snapshot stays
 
 
